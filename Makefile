@@ -1,0 +1,55 @@
+# Bukong — one entry point for users, developers and CI.
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SYSSTAMP:= $(VENV)/.system-installed
+DEMO_ARGS ?=
+
+.PHONY: demo test lint typecheck bench venv system-deps clean help
+
+help:
+	@echo "make demo    - start broker, Redis, workers, generator and the live view (Ctrl-C to stop)"
+	@echo "make test    - install everything and run lint, type checks and the whole test suite"
+	@echo "make bench   - run the benchmarks (benchmarks/README.md)"
+
+$(BIN)/python:
+	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11'"; exit 1; }
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@touch $@
+
+venv: $(STAMP)
+
+# Debian tools used by the tests: promtool (metrics/config checks), Chromium + driver (browser test), kcat.
+$(SYSSTAMP):
+	@bash docker/install-system-deps.sh
+	@touch $@
+
+system-deps: $(SYSSTAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m pipeline demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline agents features rules benchmarks tests
+	$(BIN)/ruff format --check pipeline agents features rules benchmarks tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) $(SYSSTAMP) lint typecheck
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/e2e.py --workers 1,2
+	$(BIN)/python -m benchmarks.quality --scenario baseline
+	$(BIN)/python -m benchmarks.quality --scenario drift
+	@for b in benchmarks/rules_bench.py benchmarks/core_bench.py; do \
+	  if [ -f $$b ]; then $(BIN)/python $$b || exit 1; fi; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output

@@ -1,0 +1,284 @@
+"""The Faust app and its agents. Thin: take a batch of records, hand it to the Runtime, nothing else.
+
+Input topics are keyed by conveyance id and co-partitioned, so one agent reads all three and joins without a
+repartition hop: producer -> input topic -> agent -> dispatch-commands is the whole path (two hops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, start_http_server
+
+from agents import faust_tuning, watchlists
+from agents.changelog import RedisChangelog
+from agents.fastpath import BatchConsumer, BatchTransport, OffsetCommitter
+from agents.runtime import Record, Runtime
+from pipeline import contracts as c
+from pipeline.commands import META_KEY, READY_KEY
+from pipeline.core import Engine
+from pipeline.metrics import Metrics
+from pipeline.settings import Settings
+
+log = logging.getLogger("bukong.agents")
+MAX_BATCH = 2000  # records per fetched batch: bounds memory and the latency a batch adds to its first record
+
+
+def build_engine(settings: Settings, model_path: Path | None = None) -> Engine:
+    from features.engine import FeatureEngine
+    from pipeline import sites
+    from pipeline.decision.snapshots import SnapshotStore
+    from pipeline.model import ModelRegistry, RiskModel
+    from pipeline.policy import DecisionPolicy
+    from rules.engine import load_default_pack
+
+    champion = RiskModel()
+    if model_path is not None and champion.restore(model_path):
+        log.info("model restored from %s (version %d)", model_path, champion.version)
+    return Engine(
+        joiner=FeatureEngine(sites.feature_config()),
+        rules=load_default_pack(settings.rule_pack),
+        model=ModelRegistry(champion),
+        policy=DecisionPolicy(rosters=sites.rosters()),
+        snapshots=SnapshotStore(),
+        squads=sites.MOBILE_SQUADS,
+        border=sites.BORDER,
+    )
+
+
+def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int | None = None) -> faust.App:
+    faust_tuning.set_fetch_max_wait_ms(settings.fetch_max_wait_ms)
+    if settings.producer_acks == "all":
+        faust_tuning.set_idempotent_producer()
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{kafka}",
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=settings.producer_linger_ms,
+        producer_acks=-1 if settings.producer_acks == "all" else int(settings.producer_acks),
+        broker_commit_interval=0.5,
+        broker_max_poll_records=MAX_BATCH,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
+        broker_rebalance_timeout=max(10.0, settings.session_timeout_s * 2),
+        stream_recovery_delay=0.0,
+        web_enabled=False,
+        loghandlers=[],
+    )
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    if metrics_port:
+        start_http_server(
+            metrics_port, addr="127.0.0.1" if kafka.startswith("127.") else "0.0.0.0", registry=registry
+        )
+    inputs = app.topic(*c.INPUT_TOPICS, value_serializer="raw", key_serializer="raw")
+    worker_id = f"{os.uname().nodename}-{os.getpid()}"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    model_path = settings.data_dir / f"model-{settings.app_id}.ckpt"
+    state: dict[str, Any] = {}
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+        return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+
+    def runtime() -> Runtime:
+        rt = state.get("runtime")
+        if rt is None:
+            rt = state["runtime"] = Runtime(
+                engine=build_engine(settings, model_path),
+                redis=aioredis.from_url(redis_url),
+                send=send,
+                metrics=metrics,
+                live_maxlen=settings.live_stream_maxlen,
+                dedupe_ttl_s=settings.dedupe_ttl_s,
+            )
+            rt.changelog = RedisChangelog(rt.redis, settings.partitions, namespace=settings.app_id)
+        return rt
+
+    def committer() -> OffsetCommitter:
+        cm = state.get("committer")
+        if cm is None:
+            cm = state["committer"] = OffsetCommitter(app.consumer)  # type: ignore[arg-type]
+        return cm
+
+    async def score_batch(batch: dict[Any, list[Any]]) -> None:
+        """The scoring agent: every fetched batch of declarations, logistics and tracks, in one call."""
+        records = [
+            Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+            for recs in batch.values()
+            for r in recs
+        ]
+        await runtime().process(records)
+        cm = committer()
+        cm.processed(batch)
+        await cm.maybe_commit()
+        state["last_input_wall"] = time.monotonic()
+
+    class Consumer(BatchConsumer):
+        hot_topics = frozenset(c.INPUT_TOPICS)
+
+        async def batch_handler(self, batch: dict[Any, list[Any]]) -> None:
+            await score_batch(batch)
+
+    class Transport(BatchTransport):
+        pass
+
+    Transport.Consumer = Consumer
+    app.transport = Transport(app.conf.broker_consumer, app)
+    app.topics.add(inputs)  # subscribe: the batch path, not a per-message agent, consumes these
+
+    @app.task
+    async def rule_pack_reloader() -> None:
+        """Every worker reads the whole rule-packs topic (a broadcast, not a group) and swaps packs atomically
+        between batches: no event is scored by half a pack."""
+        await follow_rule_packs(kafka, runtime(), metrics)
+
+    results = app.topic(c.INSPECTION_RESULTS, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(results, name="bukong.feedback")
+    async def feedback(stream: Any) -> None:
+        """Inspection results: the model learns, rules are graded, the command's status moves on."""
+        rt = runtime()
+        async for events in stream.take_events(200, within=0.05):
+            await rt.on_results([_record(e.message) for e in events])
+
+    @app.timer(interval=2.0)
+    async def reload_watchlists() -> None:
+        rt = runtime()
+        joiner: Any = rt.engine.joiner
+        if hasattr(joiner, "watch"):
+            joiner.watch.replace(await watchlists.load(rt.redis))
+
+    @app.timer(interval=30.0)
+    async def checkpoint() -> None:
+        rt = runtime()
+        if rt.engine.model is not None:
+            rt.engine.model.champion.checkpoint(model_path)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        await committer().commit()
+
+    @app.timer(interval=1.0)
+    async def deadlines() -> None:
+        rt = runtime()
+        last = state.get("last_input_wall")
+        idle_ms = int((time.monotonic() - last) * 1000) if last else 0
+        await rt.tick(idle_advance_ms=idle_ms)
+        await committer().maybe_commit()
+        model = rt.engine.model
+        _export_gauges(rt, app, metrics)
+        meta = {
+            "pack_version": rt.engine.rules.version,
+            "model_version": model.version if model is not None else 0,
+            "updated_ms": int(time.time() * 1000),
+        }
+        await rt.redis.hset(META_KEY, mapping=meta)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        rt = runtime()
+        owned = state.setdefault("owned", set())
+        mine = {tp.partition for tp in assigned if tp.topic in c.INPUT_TOPICS}
+        restored = await rt.restore(mine - owned, c.INPUT_TOPICS)
+        state["owned"] = mine
+        if restored:
+            log.info("restored %d state keys for partitions %s", restored, sorted(mine - owned))
+        parts = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
+        await rt.redis.hset(READY_KEY, worker_id, ",".join(parts))
+        log.info("assigned %d partitions", len(parts))
+
+    app.bukong_metrics = metrics  # type: ignore[attr-defined]
+    app.bukong_registry = registry  # type: ignore[attr-defined]
+    return app
+
+
+async def follow_rule_packs(kafka: str, rt: Runtime, metrics: Metrics) -> None:
+    import aiokafka
+
+    from rules.engine import CompiledPack
+    from rules.pack import PackError, pack_from_bytes
+
+    metrics.rule_pack_version.set(rt.engine.rules.version)
+    consumer = aiokafka.AIOKafkaConsumer(
+        bootstrap_servers=kafka, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    await consumer.start()
+    tp = aiokafka.TopicPartition(c.RULE_PACKS, 0)
+    consumer.assign([tp])
+    await consumer.seek_to_beginning(tp)
+    try:
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            for rec in batch.get(tp, []):
+                if rec.key != b"pack":
+                    continue
+                try:
+                    pack = CompiledPack.compile(pack_from_bytes(rec.value))
+                except (PackError, ValueError, KeyError) as exc:
+                    log.error(
+                        "rule pack at offset %d rejected, keeping version %d: %s",
+                        rec.offset,
+                        rt.engine.rules.version,
+                        exc,
+                    )
+                    metrics.dead_letters.labels("invalid_rule_pack").inc()
+                    continue
+                rt.engine.swap_rules(pack)
+                metrics.rule_pack_version.set(pack.version)
+                log.warning(
+                    "rule pack '%s' version %d live (%d rules)", pack.name, pack.version, len(pack.rules)
+                )
+    finally:
+        await consumer.stop()
+
+
+def _export_gauges(rt: Runtime, app: faust.App, metrics: Metrics) -> None:
+    """Once a second: budget use per site, model version, consumer lag per hot partition."""
+    policy = rt.engine.policy
+    if policy is not None:
+        for site, ratio in policy.use_ratios().items():
+            metrics.budget_use.labels(site).set(ratio)
+    if rt.engine.model is not None:
+        metrics.model_version.set(rt.engine.model.version)
+    try:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in c.INPUT_TOPICS:
+                continue
+            hw = consumer.highwater(tp)
+            if hw is None:
+                continue
+            done = rt.applied.get(f"{tp.topic}:{tp.partition}", -1) + 1
+            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - done))
+    except Exception:  # the consumer is not ready during a rebalance: try again next second
+        log.debug("lag not available", exc_info=True)
+
+
+def _record(msg: Any) -> Record:
+    return Record(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000), msg.key, msg.value)
+
+
+def run_worker(settings: Settings, kafka: str, redis_url: str, metrics_port: int | None = None) -> None:
+    """Run one Faust worker until SIGTERM/SIGINT (joins the consumer group named settings.app_id)."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # the join state is many small long-lived objects: full collections of them stall the loop for 100s of ms.
+    # Collect the young generation often and the old one rarely; state is bounded by TTLs, not by the GC.
+    gc.set_threshold(50_000, 50, 1000)
+    app = create_app(settings, kafka, redis_url, metrics_port)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    asyncio.set_event_loop(worker.loop)
+    worker.execute_from_commandline()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian tools the test suite uses, when missing:
+#   promtool (package prometheus), chromium + chromium-driver (browser test), kcat.
+set -euo pipefail
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "error: missing ${need[*]} and no apt-get here; install them with your package manager" >&2
+  exit 1
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "installing Debian packages: ${need[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

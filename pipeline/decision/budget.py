@@ -1,0 +1,168 @@
+"""Inspection budget per site: an adaptive score threshold that keeps the dispatched share near a target.
+
+For each site the controller keeps the last ``window`` risk values (all declarations, dispatched or not) and
+sets the threshold at their ``1 - r`` quantile, so that about a share ``r`` of traffic ranks above it whatever
+the score distribution does (a surge of risky-looking traffic raises the threshold instead of the load).
+``r`` starts at the model's share of the budget and an integral term corrects it from the dispatched share
+actually observed (hard rules and random picks eat into the same budget). A per-shift capacity is a hard cap
+on inspections; hard rules may exceed it and are counted as ``over_budget``.
+
+State per site is small and bounded (window length; at most ``max_sites`` sites, least recently seen dropped)
+and round-trips through ``snapshot()``/``restore()``. Event time only: days and shifts are ``ts_ms`` buckets.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfig:
+    target_share: float = 0.05  # inspections / declarations per site per day
+    model_share: float = 0.045  # part of it the ranked selection aims at (the rest: random picks)
+    shift_ms: int = 8 * 3_600_000
+    shift_capacity: Mapping[str, int] = field(default_factory=dict)  # site -> inspections per shift
+    default_shift_capacity: int | None = None  # None: no cap
+    window: int = 2000
+    min_window: int = 100  # fewer risks than this: cold, use cold_threshold
+    cold_threshold: float = 0.5
+    gain: float = 0.002
+    max_sites: int = 10_000
+    day_offset_ms: int = 8 * 3_600_000  # local day boundary (UTC+8)
+
+
+class SiteBudget:
+    __slots__ = (
+        "day",
+        "dispatched_day",
+        "integ",
+        "over_budget_day",
+        "recent",
+        "seen_day",
+        "shift",
+        "shift_dispatched",
+        "sorted",
+    )
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque()
+        self.sorted: list[float] = []
+        self.integ = 0.0
+        self.day = -1
+        self.seen_day = 0
+        self.dispatched_day = 0
+        self.over_budget_day = 0
+        self.shift = -1
+        self.shift_dispatched = 0
+
+
+class BudgetController:
+    def __init__(self, config: BudgetConfig | None = None) -> None:
+        self.config = config or BudgetConfig()
+        self.sites: OrderedDict[str, SiteBudget] = OrderedDict()
+
+    def _site(self, site: str) -> SiteBudget:
+        s = self.sites.get(site)
+        if s is None:
+            s = self.sites[site] = SiteBudget()
+            if len(self.sites) > self.config.max_sites:
+                self.sites.popitem(last=False)
+        else:
+            self.sites.move_to_end(site)
+        return s
+
+    def _roll(self, s: SiteBudget, ts_ms: int) -> None:
+        cfg = self.config
+        day = (ts_ms + cfg.day_offset_ms) // DAY_MS
+        if day != s.day:
+            s.day, s.seen_day, s.dispatched_day, s.over_budget_day = day, 0, 0, 0
+        shift = ts_ms // cfg.shift_ms
+        if shift != s.shift:
+            s.shift, s.shift_dispatched = shift, 0
+
+    def observe(self, site: str, risk: float, ts_ms: int) -> float:
+        """Add one declaration's risk; return the site's threshold for it."""
+        cfg = self.config
+        s = self._site(site)
+        self._roll(s, ts_ms)
+        s.seen_day += 1
+        s.recent.append(risk)
+        bisect.insort(s.sorted, risk)
+        if len(s.recent) > cfg.window:
+            old = s.recent.popleft()
+            del s.sorted[bisect.bisect_left(s.sorted, old)]
+        n = len(s.sorted)
+        if n < cfg.min_window:
+            return cfg.cold_threshold
+        r = min(max(cfg.model_share + s.integ, 0.0), 1.0)
+        if r <= 0.0:
+            return float("inf")
+        return s.sorted[min(n - 1, max(0, int((1.0 - r) * n)))]
+
+    def capacity_left(self, site: str) -> bool:
+        cap = self.config.shift_capacity.get(site, self.config.default_shift_capacity)
+        return cap is None or self._site(site).shift_dispatched < cap
+
+    def record(self, site: str, inspected: bool, hard: bool = False) -> bool:
+        """Count the outcome of one observed declaration; returns True if it went over the budget."""
+        cfg = self.config
+        s = self._site(site)
+        over = False
+        if inspected:
+            over = hard and (
+                not self.capacity_left(site) or s.dispatched_day >= cfg.target_share * max(s.seen_day, 1)
+            )
+            s.dispatched_day += 1
+            s.shift_dispatched += 1
+            s.over_budget_day += over
+        bound = cfg.target_share
+        s.integ = min(max(s.integ + cfg.gain * (cfg.target_share - float(inspected)), -bound), bound)
+        return over
+
+    def use_ratio(self, site: str) -> float:
+        """Dispatched share today / target share (the bukong_budget_use_ratio gauge)."""
+        s = self.sites.get(site)
+        if s is None or s.seen_day == 0:
+            return 0.0
+        return (s.dispatched_day / s.seen_day) / self.config.target_share
+
+    def stats(self, site: str) -> dict[str, Any]:
+        s = self._site(site)
+        return {
+            "seen_day": s.seen_day,
+            "dispatched_day": s.dispatched_day,
+            "over_budget_day": s.over_budget_day,
+            "shift_dispatched": s.shift_dispatched,
+            "use_ratio": self.use_ratio(site),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            site: {
+                "recent": list(s.recent),
+                "integ": s.integ,
+                "day": s.day,
+                "counts": [s.seen_day, s.dispatched_day, s.over_budget_day],
+                "shift": s.shift,
+                "shift_dispatched": s.shift_dispatched,
+            }
+            for site, s in self.sites.items()
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.sites.clear()
+        for site, st in state.items():
+            s = self._site(site)
+            s.recent = deque(float(v) for v in st["recent"][-self.config.window :])
+            s.sorted = sorted(s.recent)
+            s.integ = float(st["integ"])
+            s.day = int(st["day"])
+            s.seen_day, s.dispatched_day, s.over_budget_day = (int(v) for v in st["counts"])
+            s.shift = int(st["shift"])
+            s.shift_dispatched = int(st["shift_dispatched"])

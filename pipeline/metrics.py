@@ -1,0 +1,117 @@
+"""Every Prometheus metric Bukong exports, built in one typed container from a passed registry.
+
+Tests build a fresh ``CollectorRegistry`` and read values with ``registry.get_sample_value``.
+docker/grafana dashboards may only refer to names defined here (a test checks it).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CORE_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
+
+
+class Metrics(NamedTuple):
+    events_in: Counter
+    dead_letters: Counter
+    scoring_seconds: Histogram
+    e2e_latency_seconds: Histogram
+    decisions: Counter
+    hits: Counter
+    commands: Counter
+    duplicates_suppressed: Counter
+    rule_evaluations: Counter
+    rule_hits: Counter
+    rule_confirmed: Counter
+    inspection_results: Counter
+    budget_use: Gauge
+    model_version: Gauge
+    model_learned: Counter
+    drift_events: Counter
+    rule_pack_version: Gauge
+    consumer_lag: Gauge
+    batch_size: Histogram
+    notifications: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> Metrics:
+        r = registry
+        return cls(
+            events_in=Counter("bukong_events_in", "Records received, by topic", ["topic"], registry=r),
+            dead_letters=Counter(
+                "bukong_dead_letters", "Records dead-lettered, by reason", ["reason"], registry=r
+            ),
+            scoring_seconds=Histogram(
+                "bukong_scoring_seconds",
+                "Time the pure core spends on one record (features, rules, model, decision)",
+                buckets=CORE_BUCKETS,
+                registry=r,
+            ),
+            e2e_latency_seconds=Histogram(
+                "bukong_e2e_latency_seconds",
+                "Triggering record produced -> its dispatch command produced",
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            decisions=Counter("bukong_decisions", "Declarations decided, by lane", ["lane"], registry=r),
+            hits=Counter("bukong_hits", "Rule hits, by rule and lane", ["rule", "lane"], registry=r),
+            commands=Counter(
+                "bukong_commands",
+                "Dispatch commands produced, by site and lane",
+                ["site", "lane"],
+                registry=r,
+            ),
+            duplicates_suppressed=Counter(
+                "bukong_duplicates_suppressed",
+                "Decisions not dispatched again (redelivery/replay)",
+                registry=r,
+            ),
+            rule_evaluations=Counter(
+                "bukong_rule_evaluations", "Rule evaluations, by rule", ["rule"], registry=r
+            ),
+            rule_hits=Counter(
+                "bukong_rule_hits",
+                "Rule hits by rule, port and status (active/shadow)",
+                ["rule", "port", "status"],
+                registry=r,
+            ),
+            rule_confirmed=Counter(
+                "bukong_rule_confirmed",
+                "Hits confirmed by an inspection result, by rule and port",
+                ["rule", "port"],
+                registry=r,
+            ),
+            inspection_results=Counter(
+                "bukong_inspection_results",
+                "Inspection results received, by outcome",
+                ["outcome"],
+                registry=r,
+            ),
+            budget_use=Gauge(
+                "bukong_budget_use_ratio", "Dispatched share / target share, by site", ["site"], registry=r
+            ),
+            model_version=Gauge("bukong_model_version", "Version number of the champion model", registry=r),
+            model_learned=Counter("bukong_model_learned", "Labels the model learned from", registry=r),
+            drift_events=Counter(
+                "bukong_drift_events", "Drift detected on the model's error stream", registry=r
+            ),
+            rule_pack_version=Gauge("bukong_rule_pack_version", "Version of the live rule pack", registry=r),
+            consumer_lag=Gauge(
+                "bukong_consumer_lag",
+                "Records behind the end of the log, by topic and partition",
+                ["topic", "partition"],
+                registry=r,
+            ),
+            batch_size=Histogram(
+                "bukong_batch_size",
+                "Records per processed batch",
+                buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+                registry=r,
+            ),
+            notifications=Counter(
+                "bukong_notifications", "Notifications sent, by kind", ["kind"], registry=r
+            ),
+        )

@@ -1,0 +1,99 @@
+"""Type-check rules with the reference CEL implementation (cel-expr-python) against the fact schema.
+
+Syntax errors (with line:col and a caret), undeclared names (a typo like ``unit_pric`` is an error, never a
+silent null), type mismatches and non-bool results are reported per rule; so are reason placeholders that
+name no fact.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from functools import cache
+from typing import Any
+
+from features.schema import FACT_TYPES, NEUTRAL
+
+MAX_EXPRESSION = 4096
+MAX_REASON = 1000
+
+
+@cache
+def env() -> Any:
+    from cel_expr_python import cel
+
+    simple = {
+        "bool": cel.Type.BOOL,
+        "int": cel.Type.INT,
+        "double": cel.Type.DOUBLE,
+        "string": cel.Type.STRING,
+    }
+    types = {name: simple.get(t) or cel.Type.List(cel.Type.STRING) for name, t in FACT_TYPES.items()}
+    return cel.NewEnv(variables=types)
+
+
+def compile_reference(expression: str) -> Any:
+    """The checked reference program; raises ValueError with the checker's message."""
+    try:
+        program = env().compile(expression)
+    except RuntimeError as exc:
+        msg = str(exc).replace("INVALID_ARGUMENT: ", "").replace(" [INVALID_ARGUMENT]", "")
+        msg = msg.replace("ERROR: <input>:", "at ").replace(" (in container '')", "")
+        raise ValueError(msg) from None
+    if program.return_type().name() != "BOOL":
+        raise ValueError(
+            f"a rule must be a bool expression, this one is {program.return_type().name().lower()}"
+        )
+    return program
+
+
+def check_rules(rules: Any, path: str) -> list[Any]:
+    from rules.pack import PackIssue
+
+    issues = []
+    for r in rules:
+        if len(r.expression) > MAX_EXPRESSION:
+            issues.append(
+                PackIssue(path, r.line, r.id, f"expression longer than {MAX_EXPRESSION} characters")
+            )
+            continue
+        try:
+            compile_reference(r.expression)
+        except ValueError as exc:
+            issues.append(PackIssue(path, _file_line(r, str(exc)), r.id, str(exc)))
+        issues += [PackIssue(path, r.line, r.id, m) for m in check_reason(r.reason)]
+    return issues
+
+
+def _file_line(rule: Any, message: str) -> int:
+    """The pack file's line of a checker message "at L:C" (exact for literal blocks and one-line text)."""
+    m = re.match(r"at (\d+):\d+", message)
+    if m and rule.text_line:
+        return int(rule.text_line) + int(m.group(1)) - 1
+    return int(rule.line)
+
+
+_SPEC = re.compile(r"[<>^=]?[+\- ]?#?0?\d{0,2}[,_]?(?:\.\d{1,2})?[bdeEfFgGnosxX%]?")
+
+
+def check_reason(reason: str) -> list[str]:
+    """Placeholders must be plain fact names with a small format spec (no attribute or index access, no
+    nested fields, width and precision under 100) and must format the neutral facts."""
+    if len(reason) > MAX_REASON:
+        return [f"reason text longer than {MAX_REASON} characters"]
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(reason) if f is not None]
+    except ValueError as exc:
+        return [f"reason text: {exc}"]
+    out = []
+    for name, spec, conv in fields:
+        if name not in FACT_TYPES:
+            out.append(f"reason placeholder {{{name}}} is not a fact (plain fact names only)")
+        elif conv or not _SPEC.fullmatch(spec or ""):
+            out.append(f"reason placeholder {{{name}}}: unsupported format '{spec}' (e.g. {{{name}:.0f}})")
+    if not out:
+        try:
+            reason.format(**NEUTRAL)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            out.append(f"reason text does not format the facts: {exc}")
+    return out

@@ -1,0 +1,181 @@
+"""`python -m pipeline rules ...`: check, list, publish, rollback and backtest rule packs.
+
+python -m pipeline rules check rules/packs/starter.yaml
+python -m pipeline rules list
+python -m pipeline rules publish rules/packs/candidate.yaml --broker host:port   # every worker swaps
+python -m pipeline rules rollback --broker host:port                              # back to the previous
+python -m pipeline rules backtest --pack candidate.yaml --events rec.jsonl [--truth rec.truth.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rules.pack import PackError, load_pack, pack_to_bytes
+
+DEFAULT_PACK = Path(__file__).parent / "packs" / "starter.yaml"
+PACK_KEY = b"pack"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="rules_command", required=True)
+    c = sub.add_parser("check", help="validate a pack: exit 0, or every error as file:line: rule: message")
+    c.add_argument("path", type=Path)
+    c = sub.add_parser("list", help="the rules of a pack")
+    c.add_argument("path", type=Path, nargs="?", default=DEFAULT_PACK)
+    for name, helptext in (
+        ("publish", "send a validated pack to every running worker"),
+        ("rollback", "re-publish the version before the live one"),
+    ):
+        c = sub.add_parser(name, help=helptext)
+        if name == "publish":
+            c.add_argument("path", type=Path)
+        c.add_argument("--broker", default=os.environ.get("KAFKA_BROKER"), help="Kafka host:port")
+    c = sub.add_parser("backtest", help="replay recorded events through the core with a candidate pack")
+    c.add_argument("--pack", type=Path, required=True)
+    c.add_argument("--baseline", type=Path, default=DEFAULT_PACK, help="the live pack to compare with")
+    c.add_argument(
+        "--events", type=Path, required=True, help="a recording (python -m pipeline simulate --out)"
+    )
+    c.add_argument("--truth", type=Path, help="ground truth, for precision and value found")
+    c.add_argument(
+        "--watchlist", type=Path, help="watchlist entries (default: the recording's .intel.jsonl beside it)"
+    )
+    c.add_argument("--out", type=Path, default=Path("var/backtest"), help="report (markdown) and plot (PNG)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cmd = args.rules_command
+    if cmd == "check":
+        return check(args.path)
+    if cmd == "list":
+        return list_rules(args.path)
+    if cmd in ("publish", "rollback"):
+        if not args.broker:
+            print("error: give --broker host:port (or set KAFKA_BROKER)", file=sys.stderr)
+            return 2
+        return publish(args.path, args.broker) if cmd == "publish" else rollback(args.broker)
+    from rules.backtest import backtest
+
+    return backtest(args.pack, args.baseline, args.events, args.truth, args.out, args.watchlist)
+
+
+def check(path: Path) -> int:
+    try:
+        pack = load_pack(path)
+    except PackError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
+        return 1
+    from rules.engine import CompiledPack
+
+    compiled = CompiledPack.compile(pack)
+    print(
+        f"{path}: ok, pack '{pack.name}' version {pack.version}, {len(pack.rules)} rules "
+        f"({compiled.fast_count} fast path, {len(compiled.rules) - compiled.fast_count} CEL runtime)"
+    )
+    return 0
+
+
+def list_rules(path: Path) -> int:
+    try:
+        pack = load_pack(path)
+    except PackError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"| id | status | scope | lane | severity | action | expression |\n|{'---|' * 7}")
+    for r in pack.rules:
+        print(
+            f"| {r.id} | {r.status} | {r.scope} | {r.lane} | {r.severity} | {r.action} | `{r.expression}` |"
+        )
+    return 0
+
+
+def _history(broker: str) -> list[dict[str, Any]]:
+    """Every pack ever published on the rule-packs topic, oldest first."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from pipeline.contracts import RULE_PACKS
+
+    consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, fetch_max_wait_ms=50)
+    try:
+        tp = TopicPartition(RULE_PACKS, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        out = []
+        deadline = time.monotonic() + 10
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            for recs in consumer.poll(timeout_ms=200).values():
+                out += [orjson.loads(r.value) for r in recs if r.key == PACK_KEY]
+        return out
+    finally:
+        consumer.close()
+
+
+def _send(broker: str, body: bytes) -> None:
+    from kafka import KafkaProducer
+
+    from pipeline.contracts import RULE_PACKS
+
+    producer = KafkaProducer(bootstrap_servers=broker, acks="all")
+    producer.send(RULE_PACKS, key=PACK_KEY, value=body).get(timeout=10)
+    producer.close()
+
+
+def publish(path: Path, broker: str) -> int:
+    try:
+        pack = load_pack(path)
+    except PackError as exc:
+        print(exc, file=sys.stderr)
+        print("not published: fix the errors above", file=sys.stderr)
+        return 1
+    live = _history(broker)
+    if live and live[-1]["version"] >= pack.version:
+        print(
+            f"error: version {pack.version} is not above the live version {live[-1]['version']}: "
+            "bump 'version' in the pack",
+            file=sys.stderr,
+        )
+        return 1
+    _send(broker, pack_to_bytes(pack, previous=live[-1] if live else None))
+    print(f"published '{pack.name}' version {pack.version} ({len(pack.rules)} rules)")
+    return 0
+
+
+def rollback(broker: str) -> int:
+    """Re-publish the pack before the live one, under a version above every published one (so the log's
+    order stays the order of versions). The live record names the pack it replaced, so this works after the
+    topic is compacted; with nothing before it, the start-up pack comes back."""
+    from rules.pack import parse_pack, with_version
+
+    history = _history(broker)
+    if not history:
+        print("error: nothing to roll back: no pack was ever published", file=sys.stderr)
+        return 1
+    live = history[-1]
+    before = live.get("previous")
+    if before is None and len(history) > 1:  # published before packs named their predecessor
+        before = history[-2]
+    try:
+        if before is None:  # the one before the first published pack is the one workers start with
+            pack, previous = load_pack(DEFAULT_PACK), 0
+        else:
+            pack, previous = parse_pack(before["source"], before.get("path") or ""), before["version"]
+        top = max(int(h["version"]) for h in history)
+        restored = with_version(pack, top + 1)
+    except PackError as exc:
+        print(f"error: the previous pack no longer validates, not rolled back:\n{exc}", file=sys.stderr)
+        return 1
+    _send(broker, pack_to_bytes(restored, previous=live))
+    what = f"version {previous}" if previous else f"the start-up pack ({DEFAULT_PACK.name})"
+    print(f"rolled back: the rules of {what} are live again as version {restored.version}")
+    return 0

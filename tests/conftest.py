@@ -1,0 +1,198 @@
+"""Shared fixtures. Integration tests start the real embedded broker (tansu) and Redis (valkey)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline import contracts as c
+from pipeline.embedded import Servers, servers
+from pipeline.topics import create_topics
+
+PARTITIONS = 2
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Iterator[Servers]:
+    """One embedded broker + Redis for the whole test session."""
+    with servers(None, None) as srv:
+        create_topics(srv.kafka, PARTITIONS, 600_000)
+        yield srv
+
+
+@dataclass
+class Stack:
+    """A running worker on the embedded servers, plus a producer and readers for its outputs."""
+
+    srv: Servers
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    _producer: Any = None
+    _positions: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    @property
+    def producer(self) -> Any:
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(bootstrap_servers=self.srv.kafka, linger_ms=0, acks=1)
+        return self._producer
+
+    def send(self, topic: str, ev: dict[str, Any] | bytes, key: str | None = None) -> None:
+        value = ev if isinstance(ev, bytes) else orjson.dumps(ev)
+        k = key if key is not None else (ev.get("conveyance_id") if isinstance(ev, dict) else None)
+        self.producer.send(topic, key=k.encode() if k else b"x", value=value)
+        self.producer.flush()
+
+    def read(
+        self,
+        topic: str,
+        *,
+        want: int | None = None,
+        timeout_s: float = 15.0,
+        since_start: bool = True,
+        where: Any = None,
+    ) -> list[dict[str, Any]]:
+        """Every record on ``topic`` (optionally filtered), waiting until ``want`` arrive or the timeout."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.srv.kafka, fetch_max_wait_ms=5, enable_auto_commit=False
+        )
+        parts = consumer.partitions_for_topic(topic) or {0}
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        consumer.seek_to_beginning()
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                for recs in consumer.poll(timeout_ms=100).values():
+                    for r in recs:
+                        obj = orjson.loads(r.value)
+                        if where is None or where(obj):
+                            out.append(obj)
+                if want is not None and len(out) >= want:
+                    # keep reading briefly so an unwanted extra record would be seen
+                    extra_deadline = time.monotonic() + 1.5
+                    while time.monotonic() < extra_deadline:
+                        for recs in consumer.poll(timeout_ms=100).values():
+                            out += [
+                                o for o in (orjson.loads(r.value) for r in recs) if where is None or where(o)
+                            ]
+                    break
+        finally:
+            consumer.close()
+        return out
+
+    def worker_alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def start_worker(
+    srv: Servers,
+    log_dir: Path,
+    app_id: str = "bukong",
+    extra_env: dict[str, str] | None = None,
+    index: int = 0,
+) -> subprocess.Popen[bytes]:
+    from pipeline.demo import spawn_worker
+
+    env = {"BUKONG_APP_ID": app_id, "BUKONG_PARTITIONS": str(PARTITIONS), **(extra_env or {})}
+    proc = spawn_worker(srv.kafka, srv.redis_url, index, log_dir, extra_env=env)
+    return proc
+
+
+def wait_ready(srv: Servers, n_workers: int = 1) -> None:
+    from pipeline.demo import wait_workers_ready
+
+    wait_workers_ready(srv.redis_url, n_workers, len(c.INPUT_TOPICS), PARTITIONS, timeout_s=60)
+
+
+def stop_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def stack(embedded: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One worker per test module, on the session's embedded servers."""
+    import redis
+
+    redis.Redis.from_url(embedded.redis_url).delete("bukong:workers:ready")
+    log_dir = tmp_path_factory.mktemp("worker-logs")
+    proc = start_worker(embedded, log_dir)
+    st = Stack(embedded, proc, log_dir / "worker-0.log")
+    try:
+        wait_ready(embedded)
+        yield st
+    finally:
+        stop_worker(proc)
+        if st._producer is not None:
+            st._producer.close()
+
+
+@pytest.fixture
+def uid() -> str:
+    """A unique suffix so tests sharing a broker never see each other's records."""
+    return uuid.uuid4().hex[:10]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def declaration(uid: str, plate: str, gross_kg: float = 30_000.0, **over: Any) -> dict[str, Any]:
+    ev = {
+        "decl_id": f"D-{uid}-{plate}",
+        "ts_ms": now_ms(),
+        "enterprise_id": "E0001",
+        "credit_grade": "general",
+        "declarant_id": "B001",
+        "hs_code": "270112",
+        "goods": "coal",
+        "grade": "A",
+        "origin": "MN",
+        "port": "EHT",
+        "mode": "road",
+        "conveyance_id": f"{plate}-{uid}",
+        "gross_kg": gross_kg,
+        "net_kg": gross_kg - 2000,
+        "quantity": 28.0,
+        "unit": "t",
+        "value_cny": 17_000.0,
+    }
+    ev.update(over)
+    return ev
+
+
+def weighbridge(uid: str, plate: str, measured_kg: float, **over: Any) -> dict[str, Any]:
+    ev = {
+        "event_id": f"W-{uid}-{plate}",
+        "kind": "weighbridge",
+        "ts_ms": now_ms(),
+        "conveyance_id": f"{plate}-{uid}",
+        "port": "EHT",
+        "measured_gross_kg": measured_kg,
+    }
+    ev.update(over)
+    return ev
+
+
+os.environ.setdefault("BUKONG_LOG_LEVEL", "WARNING")

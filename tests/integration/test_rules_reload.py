@@ -1,0 +1,57 @@
+"""Hot reload on a running worker: a published pack is live within seconds, a rollback restores the rules."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline import contracts as c
+from rules.cli import publish, rollback
+from rules.engine import PACKS
+from tests.conftest import Stack, declaration, weighbridge
+
+pytestmark = pytest.mark.integration
+
+EXTRA = """
+  - id: reload_probe
+    title: A rule published while the worker runs
+    expression: conveyance_id.startsWith("PROBE")
+    lane: document_check
+    severity: high
+    action: hard
+    status: active
+    owner: test
+    version: 1
+    reason: "published live"
+"""
+
+
+def _decide(stack: Stack, uid: str, plate: str) -> dict:
+    stack.send(c.LOGISTICS, weighbridge(uid, plate, measured_kg=30_000))
+    stack.send(c.DECLARATIONS, declaration(uid, plate, gross_kg=30_000, port="GQM"))
+    got = stack.read(
+        c.DISPATCH_COMMANDS, want=1, timeout_s=10, where=lambda x: x["conveyance_id"] == f"{plate}-{uid}"
+    )
+    return got[0] if got else {}
+
+
+def test_publish_takes_effect_without_restart_and_rollback_undoes_it(
+    stack: Stack, uid: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    assert _decide(stack, uid, "PROBEA") == {}  # no rule targets it yet
+    source = (PACKS / "starter.yaml").read_text().replace(
+        "version: 1\nrules:", "version: 2\nrules:", 1
+    ) + EXTRA
+    path = tmp_path / "candidate.yaml"
+    path.write_text(source)
+    assert publish(path, stack.srv.kafka) == 0
+    t0 = time.monotonic()
+    cmd = {}
+    while not cmd and time.monotonic() - t0 < 20:
+        cmd = _decide(stack, uid, f"PROBEB{int(time.monotonic() * 1000)}")
+    assert cmd["rule_ids"] == ["reload_probe"] and cmd["pack_version"] == 2
+    assert publish(path, stack.srv.kafka) == 1  # the same version twice is refused
+    assert rollback(stack.srv.kafka) == 0
+    time.sleep(2)
+    assert _decide(stack, uid, "PROBEC") == {}

@@ -1,0 +1,102 @@
+"""The first scoring path on the pure core, no broker: join in any order, deadline, rule, one decision."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from features.engine import FeatureConfig, FeatureEngine
+from pipeline import contracts as c
+from pipeline.commands import command_id
+from pipeline.core import Engine, replay
+from rules.engine import load_default_pack
+
+T0 = 1_790_000_000_000
+PACK = load_default_pack()
+
+
+def decl(plate: str, gross: float = 30_000.0, ts: int = T0, mode: str = "road") -> dict:
+    return {
+        "decl_id": f"D-{plate}",
+        "ts_ms": ts,
+        "enterprise_id": "E1",
+        "credit_grade": "general",
+        "hs_code": "270112",
+        "goods": "coal",
+        "origin": "MN",
+        "port": "GQM",
+        "mode": mode,
+        "conveyance_id": plate,
+        "gross_kg": gross,
+        "net_kg": gross - 2000,
+        "quantity": 1.0,
+        "value_cny": 1.0,
+    }
+
+
+def weigh(plate: str, kg: float, ts: int = T0) -> dict:
+    return {
+        "event_id": f"W-{plate}-{ts}",
+        "kind": "weighbridge",
+        "ts_ms": ts,
+        "conveyance_id": plate,
+        "port": "GQM",
+        "measured_gross_kg": kg,
+    }
+
+
+def engine() -> Engine:
+    return Engine(
+        joiner=FeatureEngine(FeatureConfig(join_window_ms=3_600_000, deadline_ms=600_000)), rules=PACK
+    )
+
+
+@pytest.mark.parametrize(
+    ("measured", "lane", "dispatch"),
+    [
+        (34_500.0, "physical_inspection", True),
+        (31_600.0, "physical_inspection", True),
+        (31_400.0, "release", False),
+        (30_000.0, "release", False),
+        (25_000.0, "release", False),
+    ],
+)
+@pytest.mark.parametrize("order", list(itertools.permutations([0, 1])))
+def test_weight_deviation_decides_lane_in_any_order(
+    measured: float, lane: str, dispatch: bool, order: tuple
+) -> None:
+    events = [(c.DECLARATIONS, decl("A")), (c.LOGISTICS, weigh("A", measured, T0 + 60_000))]
+    e = engine()
+    out = [d for i in order for d in e.process(*events[i])]
+    assert len(out) == 1
+    d = out[0]
+    assert (d.lane, d.dispatch) == (lane, dispatch)
+    assert d.facts["weigh_excess_kg"] == pytest.approx(measured - 30_000)
+    if dispatch:
+        assert d.command is not None and d.command["command_id"] == command_id("D-A")
+        assert d.command["trigger"]["topic"] == events[order[1]][0]
+
+
+def test_reading_outside_window_is_not_joined_and_deadline_decides_with_missing() -> None:
+    e = engine()
+    assert e.process(c.LOGISTICS, weigh("B", 40_000, T0 - 2 * 3_600_000)) == []
+    assert e.process(c.DECLARATIONS, decl("B")) == []
+    assert e.advance(T0 + 599_999) == []
+    out = e.advance(T0 + 600_000)
+    assert len(out) == 1 and out[0].lane == "release"
+    assert out[0].facts["weigh_present"] is False
+
+
+def test_a_declaration_is_decided_once_even_if_redelivered() -> None:
+    e = engine()
+    e.process(c.LOGISTICS, weigh("C", 40_000))
+    first = e.process(c.DECLARATIONS, decl("C"))
+    again = e.process(c.DECLARATIONS, decl("C"))
+    assert len(first) == 1 and again == []
+
+
+def test_replay_flushes_pending_declarations_at_the_end() -> None:
+    events = [(c.DECLARATIONS, decl("D")), (c.DECLARATIONS, decl("E", mode="self_drive"))]
+    out = list(replay(engine(), events))
+    assert sorted(d.decl["decl_id"] for d in out) == ["D-D", "D-E"]
