@@ -14,6 +14,7 @@ import redis
 from pipeline import contracts as c
 from pipeline.commands import READY_KEY, STATS_KEY
 from pipeline.embedded import Servers, servers
+from pipeline.policy import DecisionPolicy, uniform
 from pipeline.topics import create_topics
 from tests.conftest import PARTITIONS, Stack, declaration, start_worker, stop_worker, wait_ready, weighbridge
 
@@ -31,15 +32,21 @@ def fresh() -> Iterator[Servers]:
 
 
 def _input(uid: str) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]], set[str]]:
-    """Declarations first, weighbridge readings later: a worker that dies in between holds pending joins."""
+    """Declarations first, weighbridge readings later: a worker that dies in between holds pending joins.
+
+    The expected set is what one undisturbed worker dispatches: the overweight trucks, plus the declarations
+    the policy picks at random (双随机). Those picks are a pure function of the decl_id, so they are known here.
+    """
     decls, weighs, expect = [], [], set()
+    p_random = DecisionPolicy().base_random_prob
     for i in range(TRUCKS):
         plate = f"T{i:03d}"
         heavy = i % 3 == 0
         decls.append((c.DECLARATIONS, declaration(uid, plate, gross_kg=30_000)))
         weighs.append((c.LOGISTICS, weighbridge(uid, plate, measured_kg=35_000 if heavy else 30_050)))
-        if heavy:
-            expect.add(f"D-{uid}-{plate}")
+        decl_id = f"D-{uid}-{plate}"
+        if heavy or uniform(decl_id, "random") < p_random:
+            expect.add(decl_id)
     return decls, weighs, expect
 
 

@@ -30,8 +30,11 @@ EXTRA = """
 def _decide(stack: Stack, uid: str, plate: str) -> dict:
     stack.send(c.LOGISTICS, weighbridge(uid, plate, measured_kg=30_000))
     stack.send(c.DECLARATIONS, declaration(uid, plate, gross_kg=30_000, port="GQM"))
-    got = stack.read(
-        c.DISPATCH_COMMANDS, want=1, timeout_s=10, where=lambda x: x["conveyance_id"] == f"{plate}-{uid}"
+    got = stack.read(  # a random pick (双随机) is not a rule decision: leave it out
+        c.DISPATCH_COMMANDS,
+        want=1,
+        timeout_s=10,
+        where=lambda x: x["conveyance_id"] == f"{plate}-{uid}" and x["selection"] != "random",
     )
     return got[0] if got else {}
 
