@@ -35,7 +35,7 @@ def _input(uid: str) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]], se
     """Declarations first, weighbridge readings later: a worker that dies in between holds pending joins.
 
     The expected set is what one undisturbed worker dispatches: the overweight trucks, plus the declarations
-    the policy picks at random (双随机). Those picks are a pure function of the decl_id, so they are known here.
+    the policy picks at random (双随机). Those picks are a pure function of the decl_id, known here.
     """
     decls, weighs, expect = [], [], set()
     p_random = DecisionPolicy().base_random_prob
