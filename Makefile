@@ -45,7 +45,7 @@ test: $(STAMP) $(SYSSTAMP) lint typecheck
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/e2e.py --workers 1,2
+	$(BIN)/python benchmarks/e2e.py
 	$(BIN)/python -m benchmarks.quality --scenario baseline
 	$(BIN)/python -m benchmarks.quality --scenario drift
 	@for b in benchmarks/rules_bench.py benchmarks/core_bench.py; do \
