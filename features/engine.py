@@ -101,6 +101,7 @@ class Conv:
     # self-drive
     sd_in: list[int] = field(default_factory=list)
     sd_open: int = 0
+    gate_out: int | None = None  # event time of the last gate-out: the end of a trip
 
     def snapshot(self) -> bytes:
         return orjson.dumps(
@@ -122,6 +123,7 @@ class Conv:
                 self.corridor,
                 self.sd_in,
                 self.sd_open,
+                self.gate_out,
             ]
         )
 
@@ -144,7 +146,8 @@ class Conv:
             c.corridor,
             c.sd_in,
             c.sd_open,
-        ) = v[6:]
+        ) = v[6:17]
+        c.gate_out = v[17] if len(v) > 17 else None  # snapshots written before trips had an end
         return c
 
 
@@ -265,6 +268,8 @@ class FeatureEngine:
                 st.sd_in = [*[t for t in st.sd_in if t > ts - DAY][-50:], ts]
                 st.sd_open = min(st.sd_open + 1, 50)
         elif kind == "gate_out":
+            if st.gate_out is None or ts >= st.gate_out:
+                st.gate_out = ts
             if ev.get("direction") == "out" or ev.get("ic_card"):
                 st.sd_open = max(0, st.sd_open - 1)
             st.fix = None  # the trip is over: the next GPS point starts a new track
@@ -279,7 +284,7 @@ class FeatureEngine:
         key = ev["conveyance_id"]
         st = self._conv(key, ts)
         self._account(ev)
-        if ev["mode"] in ("road", "rail") and not self._joined(st.weigh, ts):
+        if ev["mode"] in ("road", "rail") and not self._joined(st.weigh, ts, st.gate_out):
             if all(p["decl_id"] != ev["decl_id"] for p in st.pending):
                 st.pending.append(ev)
                 heapq.heappush(self.deadlines, (ts + self.cfg.deadline_ms, ev["decl_id"], key))
@@ -287,14 +292,23 @@ class FeatureEngine:
         return [self._ready(ev, st, "declarations", ts)]
 
     def _release(self, st: Conv, key: str, topic: str, ts: int) -> list[Ready]:
-        out = [self._ready(d, st, topic, ts) for d in st.pending if self._joined(st.weigh, d["ts_ms"])]
+        out = [
+            self._ready(d, st, topic, ts)
+            for d in st.pending
+            if self._joined(st.weigh, d["ts_ms"], st.gate_out)
+        ]
         if out:
             done = {r.decl["decl_id"] for r in out}
             st.pending = [d for d in st.pending if d["decl_id"] not in done]
         return out
 
-    def _joined(self, part: tuple[float, int] | None, ts: int) -> bool:
-        return part is not None and abs(part[1] - ts) <= self.cfg.join_window_ms
+    def _joined(self, part: tuple[float, int] | None, ts: int, trip_end: int | None = None) -> bool:
+        """``part`` (value, event time) belongs with a declaration at ``ts``: within the join window and,
+        when a gate-out is known, on the same side of it (the same trip: a truck back for its next load
+        must not be judged by the previous load's weight)."""
+        if part is None or abs(part[1] - ts) > self.cfg.join_window_ms:
+            return False
+        return trip_end is None or not (min(part[1], ts) < trip_end <= max(part[1], ts))
 
     def advance(self, watermark_ms: int) -> list[Ready]:
         """Decide declarations whose deadline passed; forget conveyances idle past their TTL."""
@@ -381,7 +395,7 @@ class FeatureEngine:
         dts = d["ts_ms"]
         missing: list[str] = []
         gross = float(d["gross_kg"])
-        if self._joined(st.weigh, dts):
+        if self._joined(st.weigh, dts, st.gate_out):
             assert st.weigh is not None
             w = st.weigh[0]
             facts.update(
@@ -396,7 +410,7 @@ class FeatureEngine:
             facts.update(gate_in_present=True, gate_in_to_decl_s=(dts - st.gate_in) / 1000)
         elif d["mode"] in ("road", "rail"):
             missing.append("gate_in")
-        if self._joined(st.manifest, dts):
+        if self._joined(st.manifest, dts, st.gate_out):
             assert st.manifest is not None
             m = st.manifest[0]
             facts.update(

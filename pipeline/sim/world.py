@@ -394,6 +394,12 @@ class Simulator:
             if self._busy.get(truck.plate, 0) <= gate_in - 4 * HOUR_MS:
                 break
             truck = self.rng.choice(fleet)
+        else:
+            # every truck tried is still on a trip (a surge): a hired truck joins the port's fleet, as in
+            # life, rather than one truck driving two trips at once
+            truck = Truck(f"MN-H{len(self.trucks):05d}-{port[:2]}", port, 1.0)
+            self.trucks.append(truck)
+            fleet.append(truck)
         self._busy[truck.plate] = gate_in + 8 * HOUR_MS
         return truck
 

@@ -136,6 +136,23 @@ def test_reading_outside_the_join_window_does_not_join() -> None:
     assert e.advance(T0 + HOUR)[0].facts["weigh_present"] is False
 
 
+def test_next_trip_is_never_judged_by_the_previous_trips_weighbridge_reading() -> None:
+    """A truck back within the join window for its next load: its declaration (filed before it reaches the
+    weighbridge) waits for its own reading instead of taking the previous, heavier one across the gate-out."""
+    first = [
+        ("logistics", logi("weighbridge", T0, measured_gross_kg=40_000.0)),
+        ("declarations", decl(1, T0 + 10 * MIN, gross_kg=40_000.0)),
+        ("logistics", logi("gate_out", T0 + HOUR)),
+    ]
+    e = FeatureEngine(cfg())
+    assert [r.decl["decl_id"] for r in run(first, e)] == ["D1"]
+    assert run([("declarations", decl(2, T0 + 3 * HOUR, gross_kg=30_000.0))], e) == []  # waits: not joined
+    out = run([("logistics", logi("weighbridge", T0 + 3 * HOUR + 20 * MIN, measured_gross_kg=30_060.0))], e)
+    assert [r.decl["decl_id"] for r in out] == ["D2"]
+    assert out[0].facts["weigh_gross_kg"] == 30_060.0
+    assert abs(out[0].facts["weigh_excess_ratio"]) < 0.01
+
+
 def test_redelivered_declaration_is_decided_once() -> None:
     e = FeatureEngine(cfg())
     evs = [("logistics", logi("weighbridge", measured_gross_kg=30_000.0)), ("declarations", decl())]
