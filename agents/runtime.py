@@ -200,25 +200,38 @@ class Runtime:
         commands = []
         notes = []
         rule_counts: dict[str, int] = {}
+        # counted per batch, then one inc per label set: a labels() lookup per event costs more than the rest
+        by_lane: dict[str, int] = {}
+        by_hit: dict[tuple[str, str], int] = {}
+        by_rule: dict[tuple[str, str, str], int] = {}
         for d in decisions:
-            m.decisions.labels(d.lane).inc()
+            by_lane[d.lane] = by_lane.get(d.lane, 0) + 1
             port = d.decl["port"]
             for h in d.hits:
-                m.hits.labels(h.rule_id, h.lane).inc()
-                m.rule_hits.labels(h.rule_id, port, "active").inc()
+                hk = (h.rule_id, h.lane)
+                by_hit[hk] = by_hit.get(hk, 0) + 1
+                rk = (h.rule_id, port, "active")
+                by_rule[rk] = by_rule.get(rk, 0) + 1
                 k = f"{h.rule_id}|{port}|hits"
                 rule_counts[k] = rule_counts.get(k, 0) + 1
                 if d.dispatch:
                     k = f"{h.rule_id}|{port}|dispatched"
                     rule_counts[k] = rule_counts.get(k, 0) + 1
             for h in d.shadow_hits:
-                m.rule_hits.labels(h.rule_id, port, "shadow").inc()
+                rk = (h.rule_id, port, "shadow")
+                by_rule[rk] = by_rule.get(rk, 0) + 1
                 k = f"{h.rule_id}|{port}|shadow_hits"
                 rule_counts[k] = rule_counts.get(k, 0) + 1
             if d.command is not None:
                 commands.append(d.command)
             if d.notification is not None:
                 notes.append(d.notification)
+        for lane, count in by_lane.items():
+            m.decisions.labels(lane).inc(count)
+        for (rule_id, lane), count in by_hit.items():
+            m.hits.labels(rule_id, lane).inc(count)
+        for labels, count in by_rule.items():
+            m.rule_hits.labels(*labels).inc(count)
         self.stats.decisions += len(decisions)
         fresh = await self._not_sent_yet(commands) if commands else []
         now_ms = self.clock_ms()

@@ -13,6 +13,7 @@ dead-letters it as ``late_event``). Declarations and logistics are joined by tim
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -61,14 +62,28 @@ def _km(a_lat: float, a_lon: float, b_lat: float, b_lon: float) -> float:
     return math.hypot((a_lon - b_lon) * kx, (a_lat - b_lat) * 110.57)
 
 
-def _seg_km(lat: float, lon: float, a: LatLon, b: LatLon) -> float:
-    kx = 111.32 * math.cos(math.radians(lat))
-    ax, ay = (a[1] - lon) * kx, (a[0] - lat) * 110.57
-    bx, by = (b[1] - lon) * kx, (b[0] - lat) * 110.57
-    dx, dy = bx - ax, by - ay
-    L = dx * dx + dy * dy
-    t = 0.0 if L == 0 else max(0.0, min(1.0, -(ax * dx + ay * dy) / L))
-    return math.hypot(ax + t * dx, ay + t * dy)
+Segments = tuple[tuple[float, float, float, float], ...]  # (a_lat, a_lon, b_lat - a_lat, b_lon - a_lon)
+
+
+def _segments(line: tuple[LatLon, ...]) -> Segments:
+    return tuple((a[0], a[1], b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(line))
+
+
+def _line_km(lat: float, lon: float, segs: Segments, kx: float) -> float:
+    """Distance in km from a point to a polyline, equirectangular around the point (``kx`` = km per degree
+    of longitude there), clamped to each segment: the per-GPS-point hot path, so one loop, no calls."""
+    best = math.inf
+    for a_lat, a_lon, d_lat, d_lon in segs:
+        ax, ay = (a_lon - lon) * kx, (a_lat - lat) * 110.57
+        dx, dy = d_lon * kx, d_lat * 110.57
+        L = dx * dx + dy * dy
+        t = 0.0 if L == 0 else -(ax * dx + ay * dy) / L
+        t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
+        px, py = ax + t * dx, ay + t * dy
+        d2 = px * px + py * py
+        if d2 < best:
+            best = d2
+    return math.sqrt(best)
 
 
 @dataclass(slots=True)
@@ -177,6 +192,7 @@ class FeatureEngine:
         self.dirty: set[str] = set()
         self.late: list[tuple[str, dict[str, Any]]] = []
         self.watermark = 0
+        self._corridors = tuple(_segments(line) for line in self.cfg.corridors)
 
     # ------------------------------------------------------------------------------------------ events
     def on_event(self, topic: str, ev: dict[str, Any]) -> list[Ready]:
@@ -233,8 +249,7 @@ class FeatureEngine:
         if near and min(_km(lat, lon, c[0], c[1]) for c in cfg.crossings) < cfg.border_km:
             st.dwell += min(gap, 15 * MIN)
         if st.corridor >= 0:
-            line = cfg.corridors[st.corridor]
-            d = min(_seg_km(lat, lon, line[i], line[i + 1]) for i in range(len(line) - 1))
+            d = _line_km(lat, lon, self._corridors[st.corridor], 111.32 * math.cos(math.radians(lat)))
             if d > st.dev_max:
                 st.dev_max = d
         if v < cfg.stop_kmh:
@@ -248,9 +263,10 @@ class FeatureEngine:
             st.stop_from = None
 
     def _nearest_corridor(self, lat: float, lon: float) -> int:
-        best, best_d = -1, float("inf")
-        for i, line in enumerate(self.cfg.corridors):
-            d = min(_seg_km(lat, lon, line[j], line[j + 1]) for j in range(len(line) - 1))
+        best, best_d = -1, math.inf
+        kx = 111.32 * math.cos(math.radians(lat))
+        for i, segs in enumerate(self._corridors):
+            d = _line_km(lat, lon, segs, kx)
             if d < best_d:
                 best, best_d = i, d
         return best

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from features.schema import NEUTRAL
-from pipeline.embedded import Servers
+from pipeline.embedded import Servers, servers
+from pipeline.topics import create_topics
 from rules import cli
 from rules.engine import PACKS, CompiledPack
 from rules.pack import PackError, load_pack, pack_from_bytes, pack_to_bytes, parse_pack
@@ -109,10 +111,18 @@ def test_published_bytes_are_validated_again() -> None:
             pack_from_bytes(raw)
 
 
+@pytest.fixture
+def own_broker() -> Iterator[Servers]:
+    """A broker of its own: the packs published here must not become the live pack of other tests' workers."""
+    with servers(None, None) as srv:
+        create_topics(srv.kafka, 1, 600_000)
+        yield srv
+
+
 def test_publish_refuses_old_versions_and_rollback_restores_the_previous_rules(
-    embedded: Servers, tmp_path: Path
+    own_broker: Servers, tmp_path: Path
 ) -> None:
-    broker = embedded.kafka
+    broker = own_broker.kafka
     history = cli._history(broker)
     top = max((h["version"] for h in history), default=1)
     first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
