@@ -6,12 +6,13 @@ STAMP   := $(VENV)/.installed
 SYSSTAMP:= $(VENV)/.system-installed
 DEMO_ARGS ?=
 
-.PHONY: demo test lint typecheck bench venv system-deps clean help
+.PHONY: demo test lint typecheck bench bench-all venv system-deps clean help
 
 help:
 	@echo "make demo    - start broker, Redis, workers, generator and the live view (Ctrl-C to stop)"
 	@echo "make test    - install everything and run lint, type checks and the whole test suite"
-	@echo "make bench   - run the benchmarks (benchmarks/README.md)"
+	@echo "make bench   - end-to-end benchmark: floor, naive Faust, Quix Streams, Bukong (benchmarks/README.md)"
+	@echo "make bench-all - that, plus the core, rules and selection-quality benchmarks"
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11'"; exit 1; }
@@ -44,12 +45,16 @@ typecheck: $(STAMP)
 test: $(STAMP) $(SYSSTAMP) lint typecheck
 	$(BIN)/python -m pytest
 
+# end to end: floor, naive Faust, Quix Streams and Bukong (1 and 2 workers) in one run, ~8 minutes here
 bench: $(STAMP)
 	$(BIN)/python benchmarks/e2e.py
+
+# everything: end to end, then the in-process core and rules benchmarks and the selection quality
+bench-all: bench
+	$(BIN)/python benchmarks/core_bench.py
+	$(BIN)/python benchmarks/rules_bench.py
 	$(BIN)/python -m benchmarks.quality --scenario baseline
 	$(BIN)/python -m benchmarks.quality --scenario drift
-	@for b in benchmarks/rules_bench.py benchmarks/core_bench.py; do \
-	  if [ -f $$b ]; then $(BIN)/python $$b || exit 1; fi; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output

@@ -1,23 +1,33 @@
-"""End-to-end benchmark: produce -> Kafka -> pipeline -> dispatch-commands, on the embedded broker.
+"""End-to-end benchmark: produce -> Kafka -> pipeline -> output topic, on the embedded broker, in one run.
 
-Every figure is measured in the same run against a reference on the same broker:
+Every figure is measured in the same run against references on the same machine (shared and noisy):
 
-* ``floor``  — raw aiokafka pass-through, no Faust: consume the input topics, decode with orjson, produce a
-  small record per declaration to the output topic (two hops, like the real path).
-* ``bukong`` — the real pipeline as shipped: ``python -m pipeline worker`` (Faust, join, rules, model,
-  policy, dispatch with Redis dedupe).
+* ``floor``  — raw aiokafka pass-through, no Faust: consume the input topics, orjson decode, produce a small
+  record per declaration (two hops like the real path). The broker and client floor.
+* ``naive``  — the Faust pipeline a newcomer writes: faust.Record models, one event at a time, a table update
+  and a send per event, Faust's default settings (its 1.5 s fetch wait included).
+* ``quix``   — the same naive workload (decode, keyed stateful count, produce) in Quix Streams,
+  with a 5 ms fetch wait.
+* ``bukong`` — the real pipeline as shipped: ``python -m pipeline worker`` (validation, join, features, rules,
+  model, policy, dispatch with Redis dedupe, changelog); ``--workers 1,2`` also runs two in one group.
+  (benchmarks/peers.py holds the three references.)
 
-For each pipeline and each fixed rate a separate producer process sends the generator's realistic mix (GPS
-points, gate, weighbridge, declaration per truck trip) and this process reads the output topic: latency is
-the triggering record's producer timestamp -> the output record read back (both hops). Then the highest
-sustained rate: a backlog of records is produced up front and the pipeline's processing rate measured.
-CPU of the pipeline process(es) and of the broker comes from /proc.
+Each pipeline runs on a fresh broker. First the sustained rate: a backlog (``--backlog``) is produced before
+the pipeline starts and it is timed draining it from its first processed record to its last (at most
+``--hold`` seconds). Then at each fixed rate (``--rates``) a separate producer process sends the generator's
+realistic mix (per truck trip GPS points, gate, weighbridge, manifest, declaration) for ``--duration``
+seconds; latency is the triggering record's producer timestamp -> its output record read back (both hops).
+A rate counts as sustained if 2 s after the producer stopped the pipeline had processed 98% of what was
+sent; where it was not, its p99 is reported as null. CPU of the pipeline process(es) and of the broker
+comes from /proc.
 
-    .venv/bin/python benchmarks/e2e.py                    # rates 500,1000,2000 (about 3 minutes)
-    .venv/bin/python benchmarks/e2e.py --smoke            # seconds, for the test suite
-    .venv/bin/python benchmarks/e2e.py --workers 1,2      # Bukong with 1 and with 2 workers
+    .venv/bin/python benchmarks/e2e.py                    # everything, about 8 minutes on 2 cores
+    .venv/bin/python benchmarks/e2e.py --pipelines floor,bukong --workers 1
+    .venv/bin/python benchmarks/e2e.py --smoke            # seconds per pipeline, for the test suite
 
-Writes benchmarks/results/e2e-<date>.json and prints a markdown table; the last stdout line is the JSON.
+Writes benchmarks/results/e2e-<date>.json and .png (latency percentiles vs rate; throughput bars), prints a
+markdown table and the project's goals met or missed; the last stdout line is one JSON object with
+floor/naive/quix/bukong ``_p99_ms_at_2000`` and ``_max_eps``, and the ratios between them.
 """
 
 from __future__ import annotations

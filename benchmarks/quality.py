@@ -76,13 +76,15 @@ class Tally:
     found: int = 0
     found_value: float = 0.0
     per_day: dict[tuple[int, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    # selection (hard_rule, rule, model, random) -> [inspections, found]: where the precision comes from
+    by_selection: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
 
 class Strategy:
     def __init__(self, name: str, use_rules: bool, use_model: bool, random_share: float, seed: int) -> None:
         self.name = name
         self.oracle: Any = None
-        self.open: dict[str, tuple[int, str]] = {}  # decl_id -> (day, typology) awaiting an oracle result
+        self.open: dict[str, tuple[int, str, str]] = {}  # decl_id -> (day, typology, selection) awaiting
         self.use_rules = use_rules
         self.model = RiskModel(seed=seed) if use_model else None
         budget = BudgetConfig(target_share=TARGET, model_share=TARGET * (1 - random_share))
@@ -118,13 +120,14 @@ class Strategy:
                 self.drift_events.append(ts_ms)
 
     def on_result(self, res: dict[str, Any], learn: bool) -> None:
-        day, typology = self.open.pop(res["decl_id"], (0, ""))
+        day, typology, selection = self.open.pop(res["decl_id"], (0, "", ""))
         snap = self.snaps.pop(res["decl_id"], res["ts_ms"])
         found = res["outcome"] == "violation"
         if found:
             self.tally.found += 1
             self.tally.found_value += float(res.get("found_value_cny", 0.0))
             self.tally.per_day[(day, typology)][0] += 1
+            self.tally.by_selection[selection][1] += 1
         if learn and snap is not None:
             self.on_label(snap.facts, found, snap.meta, res["ts_ms"])
 
@@ -143,10 +146,11 @@ class Strategy:
         if lane not in INSPECTION_LANES:
             return
         t.inspections += 1
+        t.by_selection[selection][0] += 1
         decl_id = item.decl["decl_id"]
         if self.oracle is not None:
             self.snaps.put(decl_id, item.facts, item.ts_ms, selection=selection, selection_prob=prob)
-            self.open[decl_id] = (day, item.typology)
+            self.open[decl_id] = (day, item.typology, selection)
             cmd = {
                 "command_id": f"cmd-{decl_id}",
                 "decl_id": decl_id,
@@ -159,6 +163,7 @@ class Strategy:
             t.found += 1
             t.found_value += item.fraud_value
             t.per_day[(day, item.typology)][0] += 1
+            t.by_selection[selection][1] += 1
         decl_id = item.decl["decl_id"]
         self.snaps.put(decl_id, item.facts, item.ts_ms, selection=selection, selection_prob=prob)
         heapq.heappush(self.pending, (item.ts_ms + item.label_delay_ms, decl_id, item.violation))
@@ -280,6 +285,10 @@ def summarize(
             "value_recall": round(t.found_value / items_value, 4) if items_value else 0.0,
             "inspections": t.inspections,
             "found": t.found,
+            "by_selection": {
+                sel: {"inspections": n, "precision": round(f / n, 3) if n else 0.0}
+                for sel, (n, f) in sorted(t.by_selection.items())
+            },
         }
         if drift_day is not None and new_typology is not None:
             row["new_typology"] = new_typology
@@ -427,7 +436,10 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     for s, row in result.items():
         out(
             f"{s:8s} precision {row['precision']:.3f}  value_recall {row['value_recall']:.3f}  "
-            f"inspections {row['inspections']}"
+            f"inspections {row['inspections']}  by selection: "
+            + ", ".join(
+                f"{k} {v['inspections']} @ {v['precision']:.2f}" for k, v in row["by_selection"].items()
+            )
         )
     rnd = result["random"]["precision"] or 1e-9
     out(
