@@ -37,6 +37,7 @@ import datetime as dt
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,13 +184,17 @@ def warm_up(kafka: str, pipe: Pipeline, timeout_s: float = 120.0) -> None:
 class _ChildPipeline(Pipeline):
     """A reference pipeline in a spawned child process that counts processed records in shared memory."""
 
-    def _target(self, srv: Servers, log_dir: Path) -> tuple[Any, tuple[Any, ...]]: ...
+    sigterm_to_stop = True  # Faust and Quix stop on SIGTERM; the floor watches stop_event
+    workdir = ""  # a state directory of its own (Faust's datadir, Quix's RocksDB), removed at stop
+
+    def _target(self, srv: Servers) -> tuple[Any, tuple[Any, ...]]: ...
 
     def start(self, srv: Servers, log_dir: Path, wait: bool = True) -> None:
         ctx = mp.get_context("spawn")
-        self.count = ctx.Value("q", 0, lock=False)  # per run: measure_max times a fresh start
+        self.count = ctx.Value("q", 0, lock=False)  # written by the child only
         self.stop_event = ctx.Event()
-        target, args = self._target(srv, log_dir)
+        self.workdir = tempfile.mkdtemp(prefix=f"bukong-{self.name}-")
+        target, args = self._target(srv)
         self.proc = ctx.Process(target=target, args=args, daemon=True, name=self.name)
         self.proc.start()
         if wait:
@@ -206,37 +211,35 @@ class _ChildPipeline(Pipeline):
 
     def stop(self) -> None:
         self.stop_event.set()
-        if self.proc.is_alive() and self.name != "floor":
+        if self.proc.is_alive() and self.sigterm_to_stop:
             self.proc.terminate()  # SIGTERM: Faust and Quix shut down cleanly and commit
         self.proc.join(20)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(5)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class Floor(_ChildPipeline):
     name = "floor"
+    sigterm_to_stop = False
 
-    def _target(self, srv: Servers, log_dir: Path) -> tuple[Any, tuple[Any, ...]]:
+    def _target(self, srv: Servers) -> tuple[Any, tuple[Any, ...]]:
         return peers.floor_entry, (srv.kafka, self.stop_event, self.count)
 
 
 class Naive(_ChildPipeline):
     name = "naive"
 
-    def _target(self, srv: Servers, log_dir: Path) -> tuple[Any, tuple[Any, ...]]:
-        if not hasattr(self, "datadir"):
-            self.datadir = tempfile.mkdtemp(prefix="bukong-naive-")
-        return peers.naive_entry, (srv.kafka, PARTITIONS, self.datadir, self.count)
+    def _target(self, srv: Servers) -> tuple[Any, tuple[Any, ...]]:
+        return peers.naive_entry, (srv.kafka, PARTITIONS, self.workdir, self.count)
 
 
 class Quix(_ChildPipeline):
     name = "quix"
 
-    def _target(self, srv: Servers, log_dir: Path) -> tuple[Any, tuple[Any, ...]]:
-        if not hasattr(self, "state_dir"):
-            self.state_dir = tempfile.mkdtemp(prefix="bukong-quix-")
-        return peers.quix_entry, (srv.kafka, self.state_dir, self.count)
+    def _target(self, srv: Servers) -> tuple[Any, tuple[Any, ...]]:
+        return peers.quix_entry, (srv.kafka, self.workdir, self.count)
 
 
 class Bukong(Pipeline):
@@ -452,7 +455,7 @@ def _ratio(a: float | None, b: float | None, digits: int = 3) -> float | None:
 
 def summary(results: dict[str, Any], ref_rate: float = 2000.0) -> dict[str, Any]:
     """The figures the project's goals are stated in, all from this run; null = not sustained / not run."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"pipelines": list(results)}
     at = int(ref_rate)
     for name in ("floor", "bukong", "naive", "quix", *[n for n in results if n.startswith("bukong_")]):
         out[f"{name}_p99_ms_at_{at}"] = _p99_at(results, name, ref_rate)
@@ -463,9 +466,7 @@ def summary(results: dict[str, Any], ref_rate: float = 2000.0) -> dict[str, Any]
                 out[f"{name}_p99_ms_at_{int(row['rate'])}"] = row["p99_ms"] if row["sustained"] else None
     b99, f99, n99 = (out[f"{k}_p99_ms_at_{at}"] for k in ("bukong", "floor", "naive"))
     out[f"bukong_vs_floor_p99_at_{at}"] = _ratio(b99, f99, 2)
-    out[f"bukong_vs_naive_p99_at_{at}"] = _ratio(b99, n99)
-    if b99 and not n99 and "naive" in results:
-        out[f"bukong_vs_naive_p99_at_{at}"] = 0.0  # naive could not sustain the rate at all
+    out[f"bukong_vs_naive_p99_at_{at}"] = _ratio(b99, n99)  # null too when naive fell behind
     out["bukong_vs_floor_max_eps"] = _ratio(out["bukong_max_eps"], out["floor_max_eps"])
     out["bukong_vs_naive_max_eps"] = _ratio(out["bukong_max_eps"], out["naive_max_eps"], 1)
     out["bukong_vs_quix_max_eps"] = _ratio(out["bukong_max_eps"], out["quix_max_eps"], 2)
@@ -496,7 +497,8 @@ def goals(s: dict[str, Any], ref_rate: float = 2000.0) -> list[tuple[str, bool |
         ),
         (
             f"p99 at {at}/s <= 1/10 naive",
-            check(bool(b99 and (n99 is None or b99 <= n99 / 10)), bool(b99 and "naive_max_eps" in s)),
+            # naive run but not sustained at this rate: its latency is unbounded, so the goal holds
+            check(bool(b99 and (n99 is None or b99 <= n99 / 10)), bool(b99 and "naive" in s["pipelines"])),
             f"{b99} vs {n99 if n99 is not None else 'not sustained'} ms",
         ),
         (

@@ -43,6 +43,13 @@ def test_summary_reports_null_where_a_pipeline_fell_behind_and_checks_the_goals(
     s = summary(results)
     assert s["bukong_p99_ms_at_2000"] is None
     assert {g: ok for g, ok, _ in goals(s)}["p99 at 2000/s <= 1.5x floor"] is None  # not measured
+    del results["naive"]
+    results["bukong"]["rates"][0]["sustained"] = True
+    s = summary(results)
+    assert s["naive_max_eps"] is None and s["bukong_vs_naive_p99_at_2000"] is None
+    met = {g: ok for g, ok, _ in goals(s)}
+    assert met["p99 at 2000/s <= 1/10 naive"] is None  # naive not run: not measured, never "met"
+    assert met["throughput >= 10x naive"] is None
 
 
 @pytest.mark.integration
