@@ -1,4 +1,5 @@
-"""Run the fast path over the CEL conformance suite (../shared/cel-conformance/cases.json, google/cel-spec).
+"""Run the fast path over the CEL conformance suite (tests/data/cel-conformance/cases.json,
+google/cel-spec, Apache-2.0).
 
 Each case ends as ``passed`` (same value or an error where an error is expected), ``refused`` (the fast path
 declines: the construct or value combination is not implemented exactly) or ``wrong``. Wrong must be 0.
@@ -16,7 +17,7 @@ import orjson
 
 from rules.cel import CelError, Refused, Unsupported, compile_cel
 
-CASES = Path(__file__).resolve().parents[2] / "shared" / "cel-conformance" / "cases.json"
+CASES = Path(__file__).resolve().parents[1] / "tests" / "data" / "cel-conformance" / "cases.json"
 
 
 class _NoValue(Exception):

@@ -20,7 +20,7 @@ from pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKER = REPO / "docker"
-SCHEMA = REPO.parent / "shared" / "compose-spec" / "compose-spec.json"
+SCHEMA = REPO / "tests" / "data" / "compose-spec" / "compose-spec.json"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_file_matches_the_compose_specification(compose: dict[str, Any]) -> None:
     if not SCHEMA.exists():
-        pytest.fail(f"Compose JSON schema not found at {SCHEMA}: CI runs with ../shared beside the clone")
+        pytest.fail(f"Compose JSON schema not found at {SCHEMA}: it ships with the repository")
     schema = json.loads(SCHEMA.read_text())
     jsonschema.validate(compose, schema)
 
