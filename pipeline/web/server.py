@@ -6,6 +6,7 @@
     GET  /api/commands/{id}         one command with its status and the vehicle's recent track
     GET  /api/stream                server-sent events: batches of new hits (every ~100 ms)
     GET  /api/stats                 totals, per-rule and per-site hit rates, versions, drift events
+    GET  /api/rules                 the live pack's rules (id, title, lane, severity, status, scope)
     POST /api/commands/{id}/ack     operators: acknowledge
     POST /api/commands/{id}/result  operators: {outcome, found_value_cny, notes} -> inspection-results
     GET  /metrics                   Prometheus exposition of this process
@@ -48,6 +49,8 @@ STATIC = Path(__file__).parent / "static"
 ROLE_KEY = web.RequestKey("role", str)  # set by the auth middleware
 COOKIE = "bukong_session"
 RESULT_OUTCOMES = ("violation", "clean", "not_found")
+RULES_KEY = "bukong:rules"  # HASH rule id -> JSON of the live pack's rule
+RULE_FIELDS = ("id", "title", "lane", "severity", "status", "scope")
 
 
 class Auth:
@@ -278,6 +281,40 @@ def create_app(
             }
         )
 
+    async def rules(request: web.Request) -> web.Response:
+        """The live pack's rules for the page's labels and filter: Redis first, else the start-up pack."""
+        raw = await state["redis"].hgetall(RULES_KEY)
+        if raw:
+            live: list[dict[str, Any]] = []
+            unreadable: list[str] = []
+            for k, v in raw.items():
+                rid = k.decode()
+                try:
+                    d = orjson.loads(v)
+                    if not isinstance(d, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError:
+                    log.warning("rule %s in %s is not a JSON object; skipped", rid, RULES_KEY)
+                    unreadable.append(rid)
+                    continue
+                defaults = {"id": rid, "title": rid, "status": "active", "scope": "global"}
+                live.append({f: d.get(f, defaults.get(f, "")) for f in RULE_FIELDS})
+            live.sort(key=lambda r: str(r["id"]))
+            return _json({"source": "redis", "rules": live, "unreadable": sorted(unreadable)})
+        if "pack_rules" not in state:
+            from rules.pack import PackError, load_pack
+
+            try:
+                pack = await asyncio.to_thread(load_pack, settings.rule_pack)
+            except PackError as exc:
+                return _error(
+                    500,
+                    f"the start-up pack {settings.rule_pack} does not load ({exc}); "
+                    "fix it (python -m pipeline rules check) or set BUKONG_RULE_PACK",
+                )
+            state["pack_rules"] = [{f: getattr(r, f) for f in RULE_FIELDS} for r in pack.rules]
+        return _json({"source": "pack", "rules": state["pack_rules"], "unreadable": []})
+
     async def stream(request: web.Request) -> web.StreamResponse:
         """Server-sent events: new hits in batches, at most every 100 ms, so the page keeps up at 100+/s."""
         resp = web.StreamResponse(
@@ -339,6 +376,7 @@ def create_app(
     app.router.add_get("/api/whoami", whoami)
     app.router.add_get("/api/hits", hits)
     app.router.add_get("/api/stats", stats)
+    app.router.add_get("/api/rules", rules)
     app.router.add_get("/api/stream", stream)
     app.router.add_get("/api/commands/{id}", command)
     app.router.add_post("/api/commands/{id}/ack", ack)
