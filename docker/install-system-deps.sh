@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Installs the Debian tools the test suite uses, when missing:
-#   promtool (package prometheus), chromium + chromium-driver (browser test), kcat.
+#   promtool (package prometheus), chromium + chromium-driver (browser test), kcat,
+#   fonts-noto-cjk (a Chinese font, so the browser renders the live view's Chinese labels instead of boxes).
 set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
+has_cjk_font() {  # any font covering Chinese will do; without fontconfig, ask dpkg for the Noto package
+  if command -v fc-list >/dev/null 2>&1; then
+    [ -n "$(fc-list :lang=zh family)" ]
+  else
+    [ "$(dpkg-query -W -f='${Status}' fonts-noto-cjk 2>/dev/null)" = "install ok installed" ]
+  fi
+}
+has_cjk_font || need+=(fonts-noto-cjk)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "error: missing ${need[*]} and no apt-get here; install them with your package manager" >&2
