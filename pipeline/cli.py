@@ -1,4 +1,7 @@
-"""`python -m pipeline COMMAND`: demo, worker, web, topics, simulate, rules."""
+"""bukong: real-time customs risk targeting. `bukong COMMAND --help` explains each command.
+
+`python -m pipeline COMMAND` is the same program.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not s.kafka_broker or not s.redis_url:
         print(
             "error: a worker joins an existing stack: set KAFKA_BROKER and REDIS_URL (or --broker/--redis);"
-            " `python -m pipeline demo` starts everything",
+            " `bukong demo` starts everything",
             file=sys.stderr,
         )
         return 2
@@ -125,9 +128,11 @@ def _unavailable(module: str, exc: Exception) -> int:
     return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
-    sub = ap.add_subparsers(dest="command", required=True)
+def build_parser(prog: str = "bukong") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
     p = sub.add_parser("demo", help="start broker, Redis, workers, generator and live view")
     _add_conn(p)
@@ -166,9 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
     _delegate("pipeline.sim.cli", sub.add_parser("simulate", help="the customs world simulator"))
     _delegate("rules.cli", sub.add_parser("rules", help="check, publish, roll back and backtest rule packs"))
     _delegate("pipeline.web.cli", sub.add_parser("web", help="serve the live view and the command API"))
+    _delegate(
+        "pipeline.tail",
+        sub.add_parser(
+            "tail",
+            help="print a topic, one record a line (commands, dead letters)",
+            description=_module_doc("pipeline.tail"),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
+    )
     return ap
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _module_doc(module: str) -> str | None:
+    try:
+        return importlib.import_module(module).__doc__
+    except ImportError:
+        return None
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    if prog is None:
+        prog = "python -m pipeline" if sys.argv and sys.argv[0].endswith("__main__.py") else "bukong"
+    args = build_parser(prog).parse_args(argv)
     return int(args.func(args) or 0)
