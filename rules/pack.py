@@ -22,6 +22,7 @@ A pack::
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +31,40 @@ from typing import Any
 import orjson
 import yaml
 
+from features.schema import FACT_TYPES, NEUTRAL
 from pipeline.contracts import LANE_SET, SEVERITIES
 
 STATUSES = ("active", "shadow", "disabled")
 ACTIONS = ("dispatch", "hard", "emergency_release")
 REQUIRED = ("id", "title", "expression", "lane", "severity", "status", "owner", "version", "reason")
-OPTIONAL = ("description", "scope", "action")
+OPTIONAL = ("description", "scope", "action", "examples")
+EXAMPLE_FIELDS = ("name", "hit", "facts")
 MAX_RULES = 1000
+# Limits checked before anything is composed or compiled, so a hostile pack costs little whatever its shape:
+MAX_PACK_BYTES = 256 * 1024  # the pack text (UTF-8)
+MAX_YAML_NODES = 40_000  # scalars, mappings and sequences of the whole pack
+MAX_YAML_DEPTH = 10  # pack > rules > rule > examples > example > facts > list value needs 7
+MAX_EXAMPLES = 20  # per rule
+MAX_EXPRESSION_TEXT = 96 * 1024  # the expressions of the whole pack together
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+_BAD_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+@dataclass(frozen=True)
+class Example:
+    """Facts a rule must hit (``hit: true``) or must not hit; facts not given are the neutral ones."""
+
+    name: str
+    hit: bool
+    facts: tuple[tuple[str, Any], ...]  # list values as tuples (a Rule stays hashable)
+    line: int = 0
+
+    def bindings(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(NEUTRAL)
+        out["missing"] = []
+        for k, v in self.facts:
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return out
 
 
 @dataclass(frozen=True)
@@ -55,6 +83,7 @@ class Rule:
     action: str = "dispatch"
     line: int = 0
     text_line: int = 0  # file line of the expression's first text line when it is a literal block (|)
+    examples: tuple[Example, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,34 +114,262 @@ class PackError(Exception):
         return "\n".join(str(i) for i in self.issues)
 
 
-def _lines(node: yaml.Node) -> Any:
-    """A YAML node as plain data, with each mapping's and each key's line kept (1-based)."""
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {"__line__": node.start_mark.line + 1}
-        for k, v in node.value:
-            out[str(k.value)] = _lines(v)
-            out[f"__line__{k.value}"] = k.start_mark.line + 1
-            if isinstance(v, yaml.ScalarNode) and v.style == "|":  # a literal block: text starts a line below
-                out[f"__text__{k.value}"] = v.start_mark.line + 2
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_lines(v) for v in node.value]
-    return yaml.safe_load(yaml.serialize(node))
+def _line_at(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _too_big(text: str) -> int:
+    """0, or the line where the pack crosses MAX_PACK_BYTES (UTF-8)."""
+    if len(text) <= MAX_PACK_BYTES // 4:  # at most 4 bytes a character: cannot be too big
+        return 0
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size <= MAX_PACK_BYTES:
+        return 0
+    cut = len(text.encode("utf-8", "surrogatepass")[:MAX_PACK_BYTES].decode("utf-8", "ignore"))
+    return _line_at(text, cut)
+
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Refused(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+def _compose(text: str) -> Any:
+    """The YAML text as plain data, read from the event stream with each mapping's and each key's line kept
+    (``__line__``, ``__line__KEY``, ``__text__KEY`` for a literal block). Anchors, aliases and tags are
+    refused as they arrive (an alias bomb is never expanded), and so is a pack with more than
+    MAX_YAML_NODES nodes, nesting deeper than MAX_YAML_DEPTH, duplicate keys, or more than one document."""
+    loader = _Loader(text)
+    try:
+        root: Any = None
+        stack: list[Any] = []  # open containers: [dict, pending key or None, key line] or [list]
+        nodes = docs = 0
+
+        def put(value: Any, ev: Any) -> None:
+            nonlocal root
+            if not stack:
+                root = value
+                return
+            top = stack[-1]
+            if isinstance(top[0], list):
+                top[0].append(value)
+            elif top[1] is None:
+                raise _Refused(ev.start_mark.line + 1, "a mapping key must be plain text")
+            else:
+                top[0][top[1]] = value
+                top[1] = None
+
+        while True:
+            ev = loader.get_event()
+            if ev is None or isinstance(ev, yaml.StreamEndEvent):
+                return root
+            line = ev.start_mark.line + 1 if ev.start_mark is not None else 0
+            if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) is not None:
+                raise _Refused(line, "YAML anchors and aliases (&, *) are not allowed in a rule pack")
+            if getattr(ev, "tag", None) is not None and not isinstance(ev, yaml.DocumentStartEvent):
+                raise _Refused(line, f"YAML tags ({ev.tag}) are not allowed in a rule pack")
+            if isinstance(ev, yaml.DocumentStartEvent):
+                docs += 1
+                if docs > 1:
+                    raise _Refused(line, "a pack is one YAML document (remove the second '---')")
+                continue
+            if isinstance(ev, (yaml.StreamStartEvent, yaml.DocumentEndEvent)):
+                continue
+            if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                done = stack.pop()
+                put(done[0], ev)
+                continue
+            nodes += 1
+            if nodes > MAX_YAML_NODES:
+                raise _Refused(line, f"more than {MAX_YAML_NODES} YAML nodes: a pack is not this big")
+            if isinstance(ev, yaml.ScalarEvent):
+                top = stack[-1] if stack else None
+                if top is not None and isinstance(top[0], dict) and top[1] is None:  # a key
+                    key = ev.value
+                    if key.startswith("__"):
+                        raise _Refused(line, f"key {key!r}: keys starting with '__' are reserved")
+                    if key in top[0]:
+                        raise _Refused(
+                            line, f"duplicate key {key!r} (first at line {top[0][f'__line__{key}']})"
+                        )
+                    top[1] = key
+                    top[0][f"__line__{key}"] = line
+                    if ev.style == "|":
+                        top[0][f"__text__{key}"] = line  # completed below, once the value arrives
+                    continue
+                if top is not None and isinstance(top[0], dict) and ev.style == "|":
+                    top[0][f"__text__{top[1]}"] = line + 1  # a literal block: its text starts a line below
+                tag = loader.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+                node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
+                put(loader.yaml_constructors[tag](loader, node), ev)
+                continue
+            if len(stack) >= MAX_YAML_DEPTH:
+                raise _Refused(line, f"YAML nested deeper than {MAX_YAML_DEPTH} levels")
+            if isinstance(ev, yaml.MappingStartEvent):
+                if stack and isinstance(stack[-1][0], dict) and stack[-1][1] is None:
+                    raise _Refused(line, "a mapping key must be plain text")
+                stack.append([{"__line__": line}, None])
+            else:
+                if stack and isinstance(stack[-1][0], dict) and stack[-1][1] is None:
+                    raise _Refused(line, "a mapping key must be plain text")
+                stack.append([[]])
+    finally:
+        loader.dispose()
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str) -> tuple[int, str]:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        where = f" {context}" if context else ""
+        return mark.line + 1, f"not valid YAML: {problem}{where} (column {mark.column + 1})"
+    pos = getattr(exc, "position", None)
+    return (_line_at(text, pos) if isinstance(pos, int) else 1), f"not valid YAML: {exc}"
+
+
+def _read(text: Any, path: str) -> dict[str, Any]:
+    """The pack text as data, every limit checked before the text is parsed."""
+    if not isinstance(text, str):
+        raise PackError([PackIssue(path, 1, "", "a pack is text (YAML)")])
+    over = _too_big(text)
+    if over:
+        raise PackError(
+            [PackIssue(path, over, "", f"pack larger than {MAX_PACK_BYTES // 1024} KiB: split it")]
+        )
+    bad = _BAD_CHAR.search(text)
+    if bad:
+        raise PackError(
+            [
+                PackIssue(
+                    path,
+                    _line_at(text, bad.start()),
+                    "",
+                    f"character U+{ord(bad.group()):04X} is not allowed in a pack (binary data?)",
+                )
+            ]
+        )
+    try:
+        data = _compose(text)
+    except _Refused as exc:
+        raise PackError([PackIssue(path, exc.line, "", exc.message)]) from None
+    except yaml.YAMLError as exc:
+        line, msg = _yaml_error(exc, text)
+        raise PackError([PackIssue(path, line, "", msg)]) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a scalar no type can hold
+        raise PackError([PackIssue(path, 1, "", f"not a valid pack: {exc}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PackError([PackIssue(path, 1, "", "a pack is a mapping with name, version and rules")])
+    return data
+
+
+def _fact_value(name: str, value: Any) -> tuple[Any, str]:
+    """An example's fact value in the declared type (ints accepted for doubles), or an error message."""
+    t = FACT_TYPES[name]
+    if t == "bool":
+        return value, "" if type(value) is bool else f"fact '{name}' is a bool (true/false), not {value!r}"
+    if t == "int":
+        if type(value) is not int:
+            return value, f"fact '{name}' is an int, not {value!r}"
+        if not INT_MIN <= value <= INT_MAX:
+            return value, f"fact '{name}' is out of the 64-bit int range"
+        return value, ""
+    if t == "double":
+        if type(value) is int and INT_MIN <= value <= INT_MAX:
+            return float(value), ""
+        return value, "" if type(value) is float else f"fact '{name}' is a number (double), not {value!r}"
+    if t == "string":
+        if type(value) is not str:
+            return value, f"fact '{name}' is a string, not {value!r} (quote it: \"{value}\")"
+        return value, ""
+    if type(value) is not list or any(type(x) is not str for x in value):
+        return value, f"fact '{name}' is a list of strings, not {value!r}"
+    return tuple(value), ""
+
+
+def _examples(raw: Any, rule_line: int, path: str, rid: str, issues: list[PackIssue]) -> tuple[Example, ...]:
+    if not isinstance(raw, list):
+        issues.append(PackIssue(path, rule_line, rid, "'examples' must be a list of {name, hit, facts}"))
+        return ()
+    if len(raw) > MAX_EXAMPLES:
+        issues.append(PackIssue(path, rule_line, rid, f"more than {MAX_EXAMPLES} examples"))
+        return ()
+    out = []
+    names: dict[str, int] = {}
+    for ex in raw:
+        if not isinstance(ex, dict):
+            issues.append(PackIssue(path, rule_line, rid, "each example is a mapping {name, hit, facts}"))
+            continue
+        line = ex["__line__"]
+        before = len(issues)
+        for k in ex:
+            if not k.startswith("__") and k not in EXAMPLE_FIELDS:
+                issues.append(
+                    PackIssue(
+                        path, ex[f"__line__{k}"], rid, f"example: unknown field '{k}' (name, hit, facts)"
+                    )
+                )
+        name = ex.get("name")
+        if not isinstance(name, str) or not name:
+            issues.append(PackIssue(path, line, rid, "example: 'name' must be a non-empty string"))
+            name = ""
+        elif name in names:
+            issues.append(
+                PackIssue(path, line, rid, f"example '{name}': duplicate name (line {names[name]})")
+            )
+        names.setdefault(name, line)
+        hit = ex.get("hit")
+        if type(hit) is not bool:
+            issues.append(
+                PackIssue(path, ex.get("__line__hit", line), rid, f"example '{name}': 'hit' is true or false")
+            )
+        facts_raw = ex.get("facts", {"__line__": line})
+        facts: list[tuple[str, Any]] = []
+        if not isinstance(facts_raw, dict):
+            issues.append(
+                PackIssue(path, ex.get("__line__facts", line), rid, f"example '{name}': 'facts' is a mapping")
+            )
+            facts_raw = {}
+        for k, v in facts_raw.items():
+            if k.startswith("__"):
+                continue
+            at = facts_raw[f"__line__{k}"]
+            if k not in FACT_TYPES:
+                close = difflib.get_close_matches(k, FACT_TYPES, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else " (facts: features/schema.py)"
+                issues.append(PackIssue(path, at, rid, f"example '{name}': unknown fact '{k}'{hint}"))
+                continue
+            value, problem = _fact_value(k, v)
+            if problem:
+                issues.append(PackIssue(path, at, rid, f"example '{name}': {problem}"))
+            facts.append((k, value))
+        if len(issues) == before:
+            out.append(Example(name, bool(hit), tuple(facts), line))
+    return tuple(out)
 
 
 def parse_pack(text: str, path: str = "<pack>") -> RulePack:
-    """Parse and validate a pack (schema, enums, unique ids, expressions type-checked against the facts)."""
-    issues: list[PackIssue] = []
+    """Parse and validate a pack (limits first, then schema, enums, unique ids, examples, expressions
+    type-checked against the facts). Every problem is a PackError with file:line; nothing else escapes."""
     try:
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        return _parse_pack(text, str(path))
+    except PackError:
+        raise
+    except Exception as exc:  # a validator bug must still be a clean, located refusal
         raise PackError(
-            [PackIssue(path, (mark.line + 1) if mark else 0, "", f"not valid YAML: {exc}")]
+            [PackIssue(str(path), 1, "", f"cannot validate the pack: {type(exc).__name__}: {exc}")]
         ) from None
-    data = _lines(root) if root is not None else {}
-    if not isinstance(data, dict):
-        raise PackError([PackIssue(path, 1, "", "a pack is a mapping with name, version and rules")])
+
+
+def _parse_pack(text: str, path: str) -> RulePack:
+    issues: list[PackIssue] = []
+    data = _read(text, path)
     name, version = data.get("name"), data.get("version")
     if not isinstance(name, str) or not name:
         issues.append(
@@ -127,7 +384,10 @@ def parse_pack(text: str, path: str = "<pack>") -> RulePack:
         issues.append(PackIssue(path, data.get("__line__rules", 1), "", "'rules' must be a non-empty list"))
         raise PackError(issues)
     if len(raw_rules) > MAX_RULES:
-        issues.append(PackIssue(path, data["__line__rules"], "", f"more than {MAX_RULES} rules"))
+        issues.append(
+            PackIssue(path, data["__line__rules"], "", f"more than {MAX_RULES} rules: split the pack")
+        )
+        raise PackError(issues)
     rules: list[Rule] = []
     to_check: list[Rule] = []  # every rule with an expression is type-checked, valid fields or not
     seen: dict[str, int] = {}
@@ -154,19 +414,24 @@ def parse_pack(text: str, path: str = "<pack>") -> RulePack:
             seen.setdefault(rid, line)
             if not rid.replace("_", "").replace("-", "").isalnum():
                 bad("id", "rule id: letters, digits, '_' and '-' only")
-        if "lane" in r and r["lane"] not in LANE_SET:
+        if "lane" in r and (not isinstance(r["lane"], str) or r["lane"] not in LANE_SET):
             bad("lane", f"lane {r['lane']!r} must be one of {sorted(LANE_SET)}")
-        if "severity" in r and r["severity"] not in SEVERITIES:
+        if "severity" in r and (not isinstance(r["severity"], str) or r["severity"] not in SEVERITIES):
             bad("severity", f"severity {r['severity']!r} must be one of {list(SEVERITIES)}")
-        if "status" in r and r["status"] not in STATUSES:
+        if "status" in r and (not isinstance(r["status"], str) or r["status"] not in STATUSES):
             bad("status", f"status {r['status']!r} must be one of {list(STATUSES)}")
-        if r.get("action", "dispatch") not in ACTIONS:
+        if not isinstance(r.get("action", "dispatch"), str) or r.get("action", "dispatch") not in ACTIONS:
             bad("action", f"action {r['action']!r} must be one of {list(ACTIONS)}")
         if "version" in r and (not isinstance(r["version"], int) or isinstance(r["version"], bool)):
             bad("version", "rule version must be an integer")
-        for key in ("title", "expression", "owner", "reason"):
+        for key in ("title", "expression", "owner", "reason", "description", "scope"):
             if key in r and not isinstance(r[key], str):
                 bad(key, f"'{key}' must be a string")
+        if isinstance(r.get("scope"), str) and not re.fullmatch(r"global|[A-Za-z0-9_-]{1,32}", r["scope"]):
+            bad("scope", "scope is 'global' or a site code (letters, digits, '_' and '-', up to 32)")
+        examples = (
+            _examples(r["examples"], r["__line__examples"], path, rid, issues) if "examples" in r else ()
+        )
         if len(issues) != before and isinstance(r.get("expression"), str):
             to_check.append(
                 Rule(
@@ -200,8 +465,20 @@ def parse_pack(text: str, path: str = "<pack>") -> RulePack:
                     r.get("action", "dispatch"),
                     int(r.get("__line__expression") or line),
                     int(r.get("__text__expression") or 0),
+                    examples,
                 )
             )
+    total = sum(len(r.expression) for r in rules + to_check)
+    if total > MAX_EXPRESSION_TEXT:
+        issues.append(
+            PackIssue(
+                path,
+                data["__line__rules"],
+                "",
+                f"{total} characters of expressions: more than {MAX_EXPRESSION_TEXT // 1024} KiB in one pack",
+            )
+        )
+        raise PackError(issues)
     from rules.check import check_rules
 
     issues += check_rules(rules + to_check, path)
@@ -210,13 +487,30 @@ def parse_pack(text: str, path: str = "<pack>") -> RulePack:
     return RulePack(str(name), int(version), tuple(rules), text, path)  # type: ignore[arg-type]
 
 
-def load_pack(path: str | Path) -> RulePack:
+def read_pack_text(path: str | Path) -> str:
+    """A pack file's text: at most MAX_PACK_BYTES are read, and it must be UTF-8."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as f:
+            raw = f.read(MAX_PACK_BYTES + 1)
     except OSError as exc:
-        raise PackError([PackIssue(str(p), 0, "", f"cannot read the pack: {exc}")]) from None
-    return parse_pack(text, str(p))
+        raise PackError([PackIssue(str(p), 0, "", f"cannot read the pack: {exc.strerror or exc}")]) from None
+    if len(raw) > MAX_PACK_BYTES:
+        line = raw.count(b"\n", 0, MAX_PACK_BYTES) + 1
+        raise PackError(
+            [PackIssue(str(p), line, "", f"pack larger than {MAX_PACK_BYTES // 1024} KiB: split it")]
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise PackError(
+            [PackIssue(str(p), line, "", f"not UTF-8 text (byte 0x{raw[exc.start]:02x}): is this a pack?")]
+        ) from None
+
+
+def load_pack(path: str | Path) -> RulePack:
+    return parse_pack(read_pack_text(path), str(path))
 
 
 def pack_to_bytes(pack: RulePack, previous: dict[str, Any] | None = None) -> bytes:
@@ -235,14 +529,19 @@ def pack_to_bytes(pack: RulePack, previous: dict[str, Any] | None = None) -> byt
 
 def pack_from_bytes(raw: bytes) -> RulePack:
     """A pack published on the rule-packs topic, validated again before it is used."""
+    if len(raw) > 8 * MAX_PACK_BYTES:  # JSON escapes at most ~6 bytes a source byte
+        raise PackError([PackIssue("<published>", 0, "", "not a published pack: too large")])
     try:
         d = orjson.loads(raw)
         source = d["source"]
         if not isinstance(source, str):
             raise TypeError("source is not a string")
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
         raise PackError([PackIssue("<published>", 0, "", f"not a published pack: {exc}")]) from None
-    return parse_pack(source, d.get("path") or f"<published v{d.get('version')}>")
+    where = d.get("path")
+    return parse_pack(
+        source, where if isinstance(where, str) and where else f"<published v{d.get('version')}>"
+    )
 
 
 def with_version(pack: RulePack, version: int) -> RulePack:
