@@ -22,6 +22,7 @@ MAX_TEXT = 4096
 MAX_STRING_LITERAL = 1024
 MAX_DEPTH = 50
 MAX_LIST_LITERAL = 1000
+MAX_CHAIN = 64  # operands of one chain of && / || / + / * / comparisons (longer: the reference runtime)
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
@@ -35,6 +36,20 @@ class Unsupported(Exception):
 
 class CelError(Exception):
     """A CEL evaluation error (division by zero, no such key, no matching overload, overflow...)."""
+
+
+def bad_text(v: str) -> bool:
+    """A string the reference runtime cannot take as is: it cuts at NUL, and fails on a lone surrogate.
+    Such a fact is an evaluation error on both paths (rules/engine.py gives the reference an error value)."""
+    if "\x00" in v:
+        return True
+    if v.isascii():
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 Env = dict[str, Any]
@@ -229,8 +244,8 @@ def _arith(op: str, a: Any, b: Any) -> Any:
         if b == 0:
             raise CelError("division by zero" if op == "/" else "modulus by zero")
         q = abs(a) // abs(b)
-        q = q if (a >= 0) == (b >= 0) else -q
-        return _int(q) if op == "/" else a - b * q
+        q = _int(q if (a >= 0) == (b >= 0) else -q)  # INT64_MIN / -1 and INT64_MIN % -1 overflow
+        return q if op == "/" else a - b * q
     if ta == "double":
         if op == "+":
             return a + b
@@ -303,9 +318,16 @@ class Parser:
         self.depth -= 1
         return c, ct
 
+    def _chain(self, n: int) -> int:
+        if n >= MAX_CHAIN:
+            raise Refused(f"a chain of more than {MAX_CHAIN} operands")
+        return n + 1
+
     def _logic(self, op: str, sub: Callable[[], tuple[Fn, str]], absorbing: bool) -> tuple[Fn, str]:
         left, lt = sub()
+        n = 1
         while self.eat(op):
+            n = self._chain(n)
             right, _ = sub()
             left, lt = _logical(left, right, absorbing), "bool"
         return left, lt
@@ -318,7 +340,9 @@ class Parser:
 
     def rel(self) -> tuple[Fn, str]:
         left, lt = self.add()
+        n = 1
         while self.tok.kind in ("op", "ident") and self.tok.text in ("<", "<=", ">", ">=", "==", "!=", "in"):
+            n = self._chain(n)
             op = self.tok.text
             self.i += 1
             right, rt = self.add()
@@ -332,7 +356,9 @@ class Parser:
 
     def add(self) -> tuple[Fn, str]:
         left, lt = self.mul()
+        n = 1
         while self.tok.kind == "op" and self.tok.text in "+-" and self.tok.text:
+            n = self._chain(n)
             op = self.tok.text
             self.i += 1
             right, rt = self.mul()
@@ -341,7 +367,9 @@ class Parser:
 
     def mul(self) -> tuple[Fn, str]:
         left, lt = self.unary()
+        n = 1
         while self.tok.kind == "op" and self.tok.text in ("*", "/", "%"):
+            n = self._chain(n)
             op = self.tok.text
             self.i += 1
             right, rt = self.unary()
@@ -355,7 +383,9 @@ class Parser:
 
     def unary(self) -> tuple[Fn, str]:
         if self.eat("!"):
+            self._enter()  # a chain of unary operators nests like parentheses
             f, _ = self.unary()
+            self.depth -= 1
 
             def not_(e: Env) -> Any:
                 v = f(e)
@@ -369,7 +399,9 @@ class Parser:
             if self.tok.kind in ("int", "hex", "float"):  # a negative literal, -9223372036854775808 included
                 f, t = self.member(negate=True)
                 return f, t
+            self._enter()
             f, t = self.unary()
+            self.depth -= 1
 
             def neg(e: Env) -> Any:
                 v = f(e)
@@ -385,7 +417,10 @@ class Parser:
 
     def member(self, negate: bool = False) -> tuple[Fn, str]:
         f, t = self.primary(negate)
+        n = 1
         while True:
+            if self.tok.kind == "op" and self.tok.text in (".", "["):
+                n = self._chain(n)
             if self.eat("."):
                 if self.tok.kind != "ident":
                     raise Refused("expected a field or method name")
@@ -480,33 +515,29 @@ class Parser:
         raise Refused(f"unexpected {tok.text!r} at offset {tok.pos}")
 
     def _map_literal(self) -> Fn:
-        entries: list[tuple[Fn, Fn]] = []
+        """Map literals with constant keys of one type (string or int), all distinct. The reference fails a
+        whole evaluation on a duplicate key (not an error value that || or && could absorb), so keys that
+        are computed, repeated or of mixed types are refused: the rule runs on the reference."""
+        entries: list[tuple[Any, Fn]] = []
         while not self.eat("}"):
             k, _ = self.expr()
             self.need(":")
             v, _ = self.expr()
-            entries.append((k, v))
+            key = getattr(k, "const", _NONE)
+            if key is _NONE or type(key) not in (str, int):
+                raise Refused("map literal keys that are not string or int constants")
+            entries.append((key, v))
             if len(entries) > MAX_LIST_LITERAL:
                 raise Refused("literal too long")
             if not self.eat(","):
                 self.need("}")
                 break
+        keys = [k for k, _ in entries]
+        if len({type(k) for k in keys}) > 1 or len(set(keys)) != len(keys):
+            raise Refused("map literal with mixed-type or duplicate keys")
 
         def build(e: Env) -> dict[Any, Any]:
-            out: dict[Any, Any] = {}
-            seen: set[tuple[str, Any]] = set()
-            for kf, vf in entries:
-                k = kf(e)
-                tk = _typ(k)
-                if tk not in ("string", "int", "bool"):
-                    raise Unsupported("map key type")
-                if (tk, k) in seen:
-                    raise CelError("duplicate map key")
-                seen.add((tk, k))
-                out[k] = vf(e)
-            if len({type(k) for k in out}) > 1 or (True in out and 1 in out) or (False in out and 0 in out):
-                raise Unsupported("mixed key types")
-            return out
+            return {k: vf(e) for k, vf in entries}
 
         return build
 
@@ -606,14 +637,35 @@ def _fact(name: str, cel_type: str) -> Fn:
     want = _PY_TYPE.get(cel_type) or (list if cel_type.startswith("list") else None)
     if want is None:
         raise Refused(f"facts of type {cel_type}")
+    check = _SHAPE.get(want)
 
     def fact(e: Env) -> Any:
         v = e[name]
         if type(v) is want:
+            if check is not None and check(v):
+                raise CelError(f"fact {name}: {_SHAPE_ERROR[want]}")
             return v
         raise Unsupported(f"{name} is not a {cel_type}")
 
     return fact
+
+
+def _bad_int(v: int) -> bool:
+    return not INT_MIN <= v <= INT_MAX
+
+
+def _bad_list(v: list[Any]) -> bool:
+    return any(type(x) is not str or bad_text(x) for x in v)
+
+
+# A value of the declared Python type that the reference still cannot take: at access, both paths give an
+# evaluation error (which && and || absorb, as the reference does for a value it cannot convert).
+_SHAPE: dict[type, Callable[[Any], bool]] = {int: _bad_int, str: bad_text, list: _bad_list}
+_SHAPE_ERROR = {
+    int: "integer out of the 64-bit range",
+    str: "text with NUL or an unpaired surrogate",
+    list: "a list element that is not clean text",
+}
 
 
 def _typed_compare(op: str, a: Fn, at: str, b: Fn, bt: str, fact: str | None = None) -> Fn | None:
@@ -628,6 +680,24 @@ def _typed_compare(op: str, a: Fn, at: str, b: Fn, bt: str, fact: str | None = N
     value: Any = const
     if fact is not None:
         name = fact
+        if want is int:
+
+            def compare_int_fact(e: Env) -> Any:
+                v = e[name]  # a missing fact raises KeyError, as the lookup itself does
+                if type(v) is int and INT_MIN <= v <= INT_MAX:
+                    return cmp(v, value)
+                return slow(e)  # the getter gives the error, or refuses, exactly as elsewhere
+
+            return compare_int_fact
+        if want is str:
+
+            def compare_str_fact(e: Env) -> Any:
+                v = e[name]
+                if type(v) is str and "\x00" not in v and v.isascii():
+                    return cmp(v, value)
+                return slow(e)
+
+            return compare_str_fact
 
         def compare_fact(e: Env) -> Any:
             v = e[name]  # a missing fact raises KeyError, as the lookup itself does
@@ -751,7 +821,10 @@ def _function(name: str, args: list[Fn]) -> Fn:
             if t == "double":
                 return float(v)
             if t == "int":
-                return float(v)
+                try:
+                    return float(v)
+                except OverflowError:  # only from an unchecked (dyn) binding: facts are range-checked
+                    raise Unsupported("double() of an integer beyond the double range") from None
             raise Unsupported(f"double() of {t}")
 
         return to_double

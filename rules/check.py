@@ -14,8 +14,47 @@ from typing import Any
 
 from features.schema import FACT_TYPES, NEUTRAL
 
-MAX_EXPRESSION = 4096
+MAX_EXPRESSION = 4096  # characters of one expression
+MAX_STRING_LITERAL = 1024  # characters of one string literal (between its quotes)
+MAX_NESTING = 32  # brackets ( [ { inside one another (the reference parser's own limit is 32 too)
+MAX_UNARY_RUN = 8  # ! or - in a row
 MAX_REASON = 1000
+
+_SCAN = re.compile(
+    r"""(?P<str>[rRbB]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'))
+      |(?P<open>[(\[{])|(?P<close>[)\]}])|(?P<unary>[!-])|(?P<ws>\s+)|(?P<other>[^\s()\[\]{}!\-"']+|.)""",
+    re.X,
+)
+
+
+def scan_expression(expression: str) -> str:
+    """The limits of an expression, checked in one linear pass before any parser sees it: '' or the problem.
+    (A deep or long expression would otherwise cost the reference compiler, and the fast path, their time.)"""
+    if len(expression) > MAX_EXPRESSION:
+        return f"expression longer than {MAX_EXPRESSION} characters"
+    depth = run = 0
+    for m in _SCAN.finditer(expression):
+        kind = m.lastgroup
+        if kind == "ws":
+            continue
+        if kind == "unary":
+            run += 1
+            if run > MAX_UNARY_RUN:
+                return f"more than {MAX_UNARY_RUN} '!' or '-' in a row"
+            continue
+        run = 0
+        if kind == "open":
+            depth += 1
+            if depth > MAX_NESTING:
+                return f"nested deeper than {MAX_NESTING} levels of brackets"
+        elif kind == "close":
+            depth -= 1
+        elif kind == "str":
+            text = m.group().lstrip("rRbB")
+            quotes = 3 if text[:3] in ('"""', "'''") else 1
+            if len(text) - 2 * quotes > MAX_STRING_LITERAL:
+                return f"string literal longer than {MAX_STRING_LITERAL} characters"
+    return ""
 
 
 @cache
@@ -52,15 +91,14 @@ def check_rules(rules: Any, path: str) -> list[Any]:
 
     issues = []
     for r in rules:
-        if len(r.expression) > MAX_EXPRESSION:
-            issues.append(
-                PackIssue(path, r.line, r.id, f"expression longer than {MAX_EXPRESSION} characters")
-            )
-            continue
-        try:
-            compile_reference(r.expression)
-        except ValueError as exc:
-            issues.append(PackIssue(path, _file_line(r, str(exc)), r.id, str(exc)))
+        problem = scan_expression(r.expression)
+        if problem:
+            issues.append(PackIssue(path, r.line, r.id, problem))
+        else:
+            try:
+                compile_reference(r.expression)
+            except ValueError as exc:
+                issues.append(PackIssue(path, _file_line(r, str(exc)), r.id, str(exc)))
         issues += [PackIssue(path, r.line, r.id, m) for m in check_reason(r.reason)]
     return issues
 
