@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import orjson
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry, start_http_server
+from faust.exceptions import ProducerSendError
+from prometheus_client import CollectorRegistry
 
 from agents import faust_tuning, watchlists
 from agents.changelog import RedisChangelog
 from agents.fastpath import BatchConsumer, BatchTransport, OffsetCommitter
-from agents.runtime import Record, Runtime
+from agents.flowwatch import FlowWatch
+from agents.runtime import REDIS_ERRORS, BrokerUnavailable, DispatchLog, Health, Record, Runtime
 from pipeline import contracts as c
 from pipeline.commands import META_KEY, READY_KEY
 from pipeline.core import Engine
@@ -30,6 +33,8 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("bukong.agents")
 MAX_BATCH = 2000  # records per fetched batch: bounds memory and the latency a batch adds to its first record
+REDIS_TIMEOUT_S = 3.0  # a Redis call that has not answered in this long is retried (SIGSTOPped, partitioned)
+RULE_ERROR_LOG_EVERY_S = 60.0  # at most one log line a minute per failing rule
 
 
 def build_engine(settings: Settings, model_path: Path | None = None) -> Engine:
@@ -81,32 +86,47 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
     )
     registry = CollectorRegistry()
     metrics = Metrics.create(registry)
-    if metrics_port:
-        start_http_server(
-            metrics_port, addr="127.0.0.1" if kafka.startswith("127.") else "0.0.0.0", registry=registry
-        )
+    health = Health(metrics)
     inputs = app.topic(*c.INPUT_TOPICS, value_serializer="raw", key_serializer="raw")
     worker_id = f"{os.uname().nodename}-{os.getpid()}"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     model_path = settings.data_dir / f"model-{settings.app_id}.ckpt"
     state: dict[str, Any] = {}
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
-        return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+    async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        """Queue one record; returns the broker's delivery future (the Runtime awaits it)."""
+        try:
+            return await app.producer.send(
+                topic, key, value, partition=partition, timestamp=None, headers=None
+            )
+        except (ProducerSendError, RuntimeError) as exc:  # KafkaError is a RuntimeError
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def runtime() -> Runtime:
         rt = state.get("runtime")
         if rt is None:
             rt = state["runtime"] = Runtime(
                 engine=build_engine(settings, model_path),
-                redis=aioredis.from_url(redis_url),
+                # a stalled Redis must surface as an error the Runtime retries, not as a hang
+                redis=aioredis.from_url(
+                    redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+                ),
                 send=send,
                 metrics=metrics,
                 live_maxlen=settings.live_stream_maxlen,
                 dedupe_ttl_s=settings.dedupe_ttl_s,
+                dispatch_log=DispatchLog(kafka),
+                dispatch_partitions=settings.partitions,
+                health=health,
             )
             rt.changelog = RedisChangelog(rt.redis, settings.partitions, namespace=settings.app_id)
         return rt
+
+    # keeps every input partition moving (adaptive fetch wait) and reports the ones that do not
+    flow = FlowWatch(
+        metrics, settings.fetch_max_wait_ms, settings.fetch_max_wait_cap_ms, settings.stuck_after_s
+    )
+    app.bukong_flow = flow  # type: ignore[attr-defined]
 
     def committer() -> OffsetCommitter:
         cm = state.get("committer")
@@ -121,10 +141,14 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
             for recs in batch.values()
             for r in recs
         ]
-        await runtime().process(records)
-        cm = committer()
-        cm.processed(batch)
-        await cm.maybe_commit()
+        flow.busy = True
+        try:
+            await runtime().process(records)
+            cm = committer()
+            cm.processed(batch)
+            await cm.maybe_commit()
+        finally:
+            flow.busy = False
         state["last_input_wall"] = time.monotonic()
 
     class Consumer(BatchConsumer):
@@ -153,20 +177,36 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
         """Inspection results: the model learns, rules are graded, the command's status moves on."""
         rt = runtime()
         async for events in stream.take_events(200, within=0.05):
-            await rt.on_results([_record(e.message) for e in events])
+            recs = [_record(e.message) for e in events]
+            try:
+                await rt.on_results(recs)  # waits out Redis/broker outages by itself
+            except Exception as exc:  # a bug must not stop the feedback loop: dead-letter the batch, go on
+                log.exception("inspection results at %s failed; dead-lettered", [r.offset for r in recs])
+                await _dead_letter_results(rt, recs, exc)
 
     @app.timer(interval=2.0)
     async def reload_watchlists() -> None:
         rt = runtime()
         joiner: Any = rt.engine.joiner
         if hasattr(joiner, "watch"):
-            joiner.watch.replace(await watchlists.load(rt.redis))
+            try:
+                joiner.watch.replace(await watchlists.load(rt.redis))
+            except REDIS_ERRORS as exc:  # the previous lists stay in force; tried again in 2 s
+                metrics.dependency_retries.labels("redis").inc()
+                log.warning(
+                    "watchlists not reloaded (%s: %s); keeping the previous ones", type(exc).__name__, exc
+                )
+            except Exception:
+                log.exception("watchlists not reloaded; keeping the previous ones")
 
     @app.timer(interval=30.0)
     async def checkpoint() -> None:
         rt = runtime()
         if rt.engine.model is not None:
-            rt.engine.model.champion.checkpoint(model_path)
+            try:
+                rt.engine.model.champion.checkpoint(model_path)
+            except Exception:  # a full disk must not stop scoring: the next checkpoint tries again
+                log.exception("model checkpoint to %s failed; check the disk of BUKONG_DATA_DIR", model_path)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -177,29 +217,57 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
         rt = runtime()
         last = state.get("last_input_wall")
         idle_ms = int((time.monotonic() - last) * 1000) if last else 0
-        await rt.tick(idle_advance_ms=idle_ms)
-        await committer().maybe_commit()
+        try:
+            await rt.tick(idle_advance_ms=idle_ms)  # waits out Redis/broker outages by itself
+            await committer().maybe_commit()
+        except Exception:  # a bug in deadline scoring must not stop the worker; logged, tried next second
+            log.exception("deadline scoring failed")
         model = rt.engine.model
-        _export_gauges(rt, app, metrics)
+        try:
+            _export_gauges(rt, app, metrics)
+            _export_rule_errors(rt, metrics, state)
+        except Exception:
+            log.exception("metrics export failed")
         meta = {
             "pack_version": rt.engine.rules.version,
             "model_version": model.version if model is not None else 0,
             "updated_ms": int(time.time() * 1000),
         }
-        await rt.redis.hset(META_KEY, mapping=meta)
+        try:
+            await rt.redis.hset(META_KEY, mapping=meta)
+        except REDIS_ERRORS as exc:  # informational; written again next second
+            log.debug("meta not written: %s", exc)
+
+    @app.timer(interval=1.0)
+    async def watch_flow() -> None:
+        """Adapt the fetch wait when lagging partitions come back empty; report stuck partitions."""
+        try:
+            await flow.tick(app, runtime().applied)
+        except Exception:  # observation only: never let it stop the worker
+            log.warning("flow watch failed", exc_info=True)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         rt = runtime()
         owned = state.setdefault("owned", set())
         mine = {tp.partition for tp in assigned if tp.topic in c.INPUT_TOPICS}
-        restored = await rt.restore(mine - owned, c.INPUT_TOPICS)
+        restored = await rt.restore(mine - owned, c.INPUT_TOPICS)  # retries Redis by itself
         state["owned"] = mine
         if restored:
             log.info("restored %d state keys for partitions %s", restored, sorted(mine - owned))
         parts = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
-        await rt.redis.hset(READY_KEY, worker_id, ",".join(parts))
+        await rt.retry(
+            "redis", "announcing the assignment", lambda: rt.redis.hset(READY_KEY, worker_id, ",".join(parts))
+        )
         log.info("assigned %d partitions", len(parts))
+
+    if metrics_port:
+
+        @app.task
+        async def serve_metrics() -> None:
+            """GET /metrics and /healthz on the worker's metrics port, in the worker's own loop."""
+            host = "127.0.0.1" if kafka.startswith("127.") else "0.0.0.0"
+            await start_health_server(host, metrics_port, registry, health)
 
     app.bukong_metrics = metrics  # type: ignore[attr-defined]
     app.bukong_registry = registry  # type: ignore[attr-defined]
@@ -266,6 +334,83 @@ def _export_gauges(rt: Runtime, app: faust.App, metrics: Metrics) -> None:
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - done))
     except Exception:  # the consumer is not ready during a rebalance: try again next second
         log.debug("lag not available", exc_info=True)
+
+
+async def start_health_server(host: str, port: int, registry: CollectorRegistry, health: Health) -> Any:
+    """Serve /metrics (Prometheus text) and /healthz (200 ok / 503 degraded, JSON); returns the runner."""
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        ok, body = health.report()
+        return web.json_response(body, status=200 if ok else 503)
+
+    webapp = web.Application()
+    webapp.router.add_get("/metrics", metrics_page)
+    webapp.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(webapp, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("metrics and health on http://%s:%d/metrics and /healthz", host, port)
+    return runner
+
+
+def _export_rule_errors(rt: Runtime, metrics: Metrics, state: dict[str, Any]) -> None:
+    """Once a second: CompiledPack.errors() (cumulative per rule) as bukong_rule_errors deltas, and at most
+    one log line a minute per failing rule."""
+    pack: Any = rt.engine.rules
+    if not hasattr(pack, "errors"):
+        return
+    counts: dict[str, int] = pack.errors()
+    seen = state.get("rule_errors_pack")
+    if seen is not pack:  # a new pack counts from zero
+        state["rule_errors_pack"] = pack
+        state["rule_errors_last"] = {}
+    last: dict[str, int] = state["rule_errors_last"]
+    logged: dict[str, float] = state.setdefault("rule_errors_logged", {})
+    last_errors: dict[str, Any] = {}
+    if hasattr(pack, "last_errors"):
+        try:
+            last_errors = dict(pack.last_errors())
+        except Exception:  # optional detail only
+            last_errors = {}
+    now = time.monotonic()
+    for rule, n in counts.items():
+        delta = n - last.get(rule, 0)
+        if delta <= 0:
+            continue
+        last[rule] = n
+        metrics.rule_errors.labels(rule).inc(delta)
+        if now - logged.get(rule, -RULE_ERROR_LOG_EVERY_S) >= RULE_ERROR_LOG_EVERY_S:
+            logged[rule] = now
+            msg = last_errors.get(rule)
+            log.warning(
+                "rule %s failed %d times at run time (pack version %s)%s; fix the rule or the facts it reads",
+                rule,
+                n,
+                getattr(pack, "version", "?"),
+                f": {msg}" if msg else "",
+            )
+    if len(logged) > 10_000:  # bound: rules of past packs
+        logged.clear()
+
+
+async def _dead_letter_results(rt: Runtime, recs: list[Record], exc: Exception) -> None:
+    from agents.runtime import Out
+    from pipeline.codec import dead_letter
+
+    now_ms = int(time.time() * 1000)
+    outs = []
+    for r in recs:
+        dl = dead_letter(
+            topic=r.topic, partition=r.partition, offset=r.offset, raw=r.value, error=exc, now_ms=now_ms
+        )
+        rt.metrics.dead_letters.labels(dl["reason"]).inc()
+        outs.append(Out(c.DEAD_LETTER, None, orjson.dumps(dl)))
+    await rt._deliver(outs)
 
 
 def _record(msg: Any) -> Record:

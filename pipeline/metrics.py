@@ -35,6 +35,13 @@ class Metrics(NamedTuple):
     consumer_lag: Gauge
     batch_size: Histogram
     notifications: Counter
+    dependency_retries: Counter
+    dependency_wait_seconds: Counter
+    dependency_up: Gauge
+    rule_errors: Counter
+    results_unknown_command: Counter
+    partition_stuck: Gauge
+    fetch_wait_ms: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -113,5 +120,45 @@ class Metrics(NamedTuple):
             ),
             notifications=Counter(
                 "bukong_notifications", "Notifications sent, by kind", ["kind"], registry=r
+            ),
+            dependency_retries=Counter(
+                "bukong_dependency_retries",
+                "Retries of a Redis or broker operation that failed (dependency = redis | broker)",
+                ["dependency"],
+                registry=r,
+            ),
+            dependency_wait_seconds=Counter(
+                "bukong_dependency_wait_seconds",
+                "Seconds the worker held its work waiting for a dependency (redis | broker)",
+                ["dependency"],
+                registry=r,
+            ),
+            dependency_up=Gauge(
+                "bukong_dependency_up",
+                "1 when the worker's last use of the dependency succeeded, 0 while it waits for it",
+                ["dependency"],
+                registry=r,
+            ),
+            rule_errors=Counter(
+                "bukong_rule_errors",
+                "Rule evaluations that ended in a run-time error, by rule",
+                ["rule"],
+                registry=r,
+            ),
+            results_unknown_command=Counter(
+                "bukong_results_unknown_command",
+                "Inspection results naming a command id that does not exist (status not recorded)",
+                registry=r,
+            ),
+            partition_stuck=Gauge(
+                "bukong_partition_stuck",
+                "1 while an input partition has lag and its position has not moved for BUKONG_STUCK_AFTER_S",
+                ["topic", "partition"],
+                registry=r,
+            ),
+            fetch_wait_ms=Gauge(
+                "bukong_fetch_wait_ms",
+                "The consumer's current fetch wait (raised when lagging partitions return nothing)",
+                registry=r,
             ),
         )

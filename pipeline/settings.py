@@ -55,6 +55,8 @@ class Settings:
     fetch_max_wait_ms: int = (
         5  # tansu answers a fetch only when this expires; Apache Kafka: keep it small too
     )
+    fetch_max_wait_cap_ms: int = 2000  # the fetch wait is raised up to this when lagging partitions starve
+    stuck_after_s: float = 30.0  # a partition with lag whose position stands still this long is reported
     topic_retention_ms: int = 30 * 60 * 1000  # bounds tansu's in-memory log in long runs
     app_id: str = "bukong"
     web_host: str = "127.0.0.1"
@@ -91,6 +93,8 @@ class Settings:
             redis_url=e.get("REDIS_URL") or None,
             partitions=_int(e, "BUKONG_PARTITIONS", 4),
             fetch_max_wait_ms=_int(e, "BUKONG_FETCH_MAX_WAIT_MS", 5),
+            fetch_max_wait_cap_ms=_int(e, "BUKONG_FETCH_MAX_WAIT_CAP_MS", 2000),
+            stuck_after_s=float(_int(e, "BUKONG_STUCK_AFTER_S", 30)),
             topic_retention_ms=_int(e, "BUKONG_TOPIC_RETENTION_MS", 30 * 60 * 1000),
             app_id=e.get("BUKONG_APP_ID", "bukong"),
             web_host=e.get("BUKONG_WEB_HOST", "127.0.0.1"),
