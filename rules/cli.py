@@ -1,6 +1,7 @@
 """`python -m pipeline rules ...`: check, list, publish, rollback and backtest rule packs.
 
-python -m pipeline rules check rules/packs/starter.yaml
+python -m pipeline rules check rules/packs/starter.yaml     # files or folders; runs the examples too
+python -m pipeline rules test rules/packs                   # the rules' examples (must hit / must not hit)
 python -m pipeline rules list
 python -m pipeline rules publish rules/packs/candidate.yaml --broker host:port   # every worker swaps
 python -m pipeline rules rollback --broker host:port                              # back to the previous
@@ -18,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from rules.pack import PackError, load_pack, pack_to_bytes
+from rules.pack import PackError, PackIssue, RulePack, load_pack, pack_to_bytes
 
 DEFAULT_PACK = Path(__file__).parent / "packs" / "starter.yaml"
 PACK_KEY = b"pack"
@@ -26,8 +27,15 @@ PACK_KEY = b"pack"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="rules_command", required=True)
-    c = sub.add_parser("check", help="validate a pack: exit 0, or every error as file:line: rule: message")
-    c.add_argument("path", type=Path)
+    c = sub.add_parser(
+        "check",
+        help="validate packs and run their examples: exit 0, or every error as file:line: rule: message",
+    )
+    c.add_argument("path", type=Path, nargs="+", help="pack files or folders of packs (*.yaml, *.yml)")
+    c = sub.add_parser(
+        "test", help="run the examples of every rule: exit 0, or each failing one with file:line"
+    )
+    c.add_argument("path", type=Path, nargs="+", help="pack files or folders of packs (*.yaml, *.yml)")
     c = sub.add_parser("list", help="the rules of a pack")
     c.add_argument("path", type=Path, nargs="?", default=DEFAULT_PACK)
     for name, helptext in (
@@ -54,7 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cmd = args.rules_command
     if cmd == "check":
-        return check(args.path)
+        return check(*args.path)
+    if cmd == "test":
+        return test(*args.path)
     if cmd == "list":
         return list_rules(args.path)
     if cmd in ("publish", "rollback"):
@@ -67,22 +77,100 @@ def run(args: argparse.Namespace) -> int:
     return backtest(args.pack, args.baseline, args.events, args.truth, args.out, args.watchlist)
 
 
-def check(path: Path) -> int:
-    try:
-        pack = load_pack(path)
-    except PackError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
-        return 1
+def pack_files(paths: tuple[Path, ...]) -> tuple[list[Path], list[str]]:
+    """The pack files named, folders expanded (their *.yaml and *.yml, recursively, sorted); and errors."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file())
+            if not found:
+                errors.append(f"{p}: no pack files (*.yaml, *.yml) in this folder")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            errors.append(f"{p}: no such file or folder")
+    return files, errors
+
+
+def _load(path: Path) -> tuple[RulePack | None, Any, list[PackIssue]]:
+    """The pack and its compiled form, or the issues that stop it (never an exception)."""
     from rules.engine import CompiledPack
 
-    compiled = CompiledPack.compile(pack)
-    print(
-        f"{path}: ok, pack '{pack.name}' version {pack.version}, {len(pack.rules)} rules "
-        f"({compiled.fast_count} fast path, {len(compiled.rules) - compiled.fast_count} CEL runtime)"
-    )
-    return 0
+    try:
+        pack = load_pack(path)
+        return pack, CompiledPack.compile(pack), []
+    except PackError as exc:
+        return None, None, exc.issues
+
+
+def _examples(pack: RulePack, compiled: Any) -> Any:
+    from rules.examples import run_examples
+
+    return run_examples(pack, compiled)
+
+
+def check(*paths: Path) -> int:
+    """Validate each pack and run its examples; every problem as file:line: rule: message. Exit 0 or 1."""
+    files, failed = pack_files(paths)
+    for msg in failed:
+        print(f"error: {msg}", file=sys.stderr)
+    bad = len(failed)
+    for path in files:
+        pack, compiled, issues = _load(path)
+        if pack is not None:
+            report = _examples(pack, compiled)
+            issues = report.failures
+        for issue in issues:
+            print(issue, file=sys.stderr)
+        if issues or pack is None:
+            print(f"{path}: {len(issues)} error(s)", file=sys.stderr)
+            bad += 1
+            continue
+        print(
+            f"{path}: ok, pack '{pack.name}' version {pack.version}, {len(pack.rules)} rules "
+            f"({compiled.fast_count} fast path, {len(compiled.rules) - compiled.fast_count} CEL runtime), "
+            f"{report.run} examples pass"
+            + (
+                f"; rules without examples: {', '.join(report.without_examples)}"
+                if report.without_examples
+                else ""
+            )
+        )
+    return 1 if bad or not files else 0
+
+
+def test(*paths: Path) -> int:
+    """Run the examples of every rule of each pack (a pack that does not validate fails too). Exit 0 or 1."""
+    files, failed = pack_files(paths)
+    for msg in failed:
+        print(f"error: {msg}", file=sys.stderr)
+    bad = len(failed)
+    total = 0
+    for path in files:
+        pack, compiled, issues = _load(path)
+        if pack is None:
+            for issue in issues:
+                print(issue, file=sys.stderr)
+            print(f"{path}: does not validate ({len(issues)} error(s)): see 'rules check'", file=sys.stderr)
+            bad += 1
+            continue
+        report = _examples(pack, compiled)
+        total += report.run
+        for issue in report.failures:
+            print(f"FAIL {issue}", file=sys.stderr)
+        note = (
+            f" (rules without examples: {', '.join(report.without_examples)})"
+            if report.without_examples
+            else ""
+        )
+        if report.failures:
+            print(f"{path}: {len(report.failures)} of {report.run} examples fail{note}", file=sys.stderr)
+            bad += 1
+        else:
+            print(f"{path}: {report.run} examples pass{note}")
+    return 1 if bad or not files else 0
 
 
 def list_rules(path: Path) -> int:
@@ -132,10 +220,12 @@ def _send(broker: str, body: bytes) -> None:
 
 
 def publish(path: Path, broker: str) -> int:
-    try:
-        pack = load_pack(path)
-    except PackError as exc:
-        print(exc, file=sys.stderr)
+    pack, compiled, issues = _load(path)
+    if pack is not None:
+        issues = _examples(pack, compiled).failures
+    if issues or pack is None:
+        for issue in issues:
+            print(issue, file=sys.stderr)
         print("not published: fix the errors above", file=sys.stderr)
         return 1
     live = _history(broker)

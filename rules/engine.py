@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from features.schema import FACT_TYPES
-from rules.cel import CelError, Refused, Unsupported, compile_cel, tokenize
-from rules.check import compile_reference
-from rules.pack import Rule, RulePack, load_pack
+from rules.cel import CelError, Refused, bad_text, compile_cel, tokenize
+from rules.check import compile_reference, scan_expression
+from rules.pack import PackError, PackIssue, Rule, RulePack, load_pack
 
 PACKS = Path(__file__).parent / "packs"
 
@@ -34,47 +34,93 @@ class RuleHit:
     evidence: dict[str, Any]
 
 
+class _Invalid:
+    """Stands for a fact the reference runtime would not read faithfully (text with NUL, which it cuts, or an
+    unpaired surrogate, on which it fails the whole evaluation): it reads this as a value of the wrong type,
+    an evaluation error at the access, exactly what the fast path gives (rules/cel.py ``bad_text``)."""
+
+    __slots__ = ()
+
+
+_INVALID = _Invalid()
+
+
+def _for_reference(facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts as the reference runtime may see them (the same dict when nothing needs replacing)."""
+    out = None
+    for k, v in facts.items():
+        t = type(v)
+        if (t is str and bad_text(v)) or (t is list and any(type(x) is str and bad_text(x) for x in v)):
+            if out is None:
+                out = dict(facts)
+            out[k] = _INVALID
+    return facts if out is None else out
+
+
 class _Compiled:
-    __slots__ = ("errors", "fast", "names", "reference", "rule")
+    __slots__ = ("errors", "fast", "last_error", "names", "reference", "rule")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
+        problem = scan_expression(rule.expression)
+        if problem:
+            raise ValueError(problem)
         self.reference = compile_reference(rule.expression)
         try:
             self.fast: Any = compile_cel(rule.expression, FACT_TYPES)
-        except Refused:
+        except (Refused, RecursionError, MemoryError, OverflowError, ValueError):
             self.fast = None
         self.names = _facts_read(rule)
         self.errors = 0  # evaluations that ended in a CEL error (no hit): counted, never silent
+        self.last_error = ""
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        self.last_error = message[:300]
 
     def matches(self, facts: dict[str, Any]) -> bool:
+        """Whether the rule hits these facts (its scope aside); never raises."""
         if self.fast is not None:
             try:
                 return self.fast(facts) is True
-            except CelError:
-                self.errors += 1
+            except CelError as exc:
+                self.error(str(exc))
                 return False  # an evaluation error is not a hit (and is the same on the reference)
-            except (Unsupported, KeyError):
+            except Exception:  # Unsupported, a missing fact, or anything unforeseen: the reference decides
                 pass
         return self.reference_matches(facts)
 
     def reference_matches(self, facts: dict[str, Any]) -> bool:
         try:
-            value = self.reference.eval(data=facts).value()
-        except (RuntimeError, TypeError, ValueError):  # an evaluation error, or a value CEL cannot take
-            value = None
+            result = self.reference.eval(data=_for_reference(facts))
+            value = result.value()
+        except Exception as exc:  # the reference fails a whole evaluation on some inputs: an error, no hit
+            self.error(f"{type(exc).__name__}: {exc}")
+            return False
         if value is True:
             return True
-        if value is not False:  # an error (some come back as a value: an unbound fact, ...)
-            self.errors += 1
+        if value is not False:  # an error value (an unbound fact, a value of the wrong type, overflow ...)
+            self.error(str(value))
         return False
+
+    def fast_and_reference(self, facts: dict[str, Any]) -> tuple[bool | None, bool]:
+        """Both answers, for examples and tests: (fast path or None when it refuses, reference)."""
+        fast: bool | None = None
+        if self.fast is not None:
+            try:
+                fast = self.fast(facts) is True
+            except CelError:
+                fast = False
+            except Exception:
+                fast = None
+        return fast, self.reference_matches(facts)
 
     def hit(self, facts: dict[str, Any]) -> RuleHit:
         r = self.rule
         evidence = {n: facts[n] for n in self.names if n in facts}
         try:
             text = r.reason.format_map(facts)
-        except (KeyError, ValueError, IndexError, TypeError):
+        except Exception:  # a fact missing or of the wrong type, a number too big to format ...
             text = r.reason
         return RuleHit(
             r.id,
@@ -125,9 +171,22 @@ class CompiledPack:
 
     @classmethod
     def compile(cls, pack: RulePack) -> CompiledPack:
-        return cls(pack, [_Compiled(r) for r in pack.rules if r.status != "disabled"])
+        """Compile every rule that is not disabled. A rule that does not compile is a PackError naming it
+        with file:line; nothing else escapes (a pack built in code skipped parse_pack's checks)."""
+        compiled, issues = [], []
+        for r in pack.rules:
+            if r.status == "disabled":
+                continue
+            try:
+                compiled.append(_Compiled(r))
+            except Exception as exc:  # ValueError from the checker, RecursionError, MemoryError ...
+                issues.append(PackIssue(pack.path or "<pack>", r.line, r.id, f"does not compile: {exc}"))
+        if issues:
+            raise PackError(issues)
+        return cls(pack, compiled)
 
     def evaluate(self, facts: dict[str, Any]) -> list[RuleHit]:
+        """The hits of the rules in scope. Never raises: an evaluation error is counted for its rule."""
         hits = []
         for r, fast in self._global_fast:
             if fast is not None:
@@ -135,11 +194,11 @@ class CompiledPack:
                     if fast(facts) is True:
                         hits.append(r.hit(facts))
                     continue
-                except CelError:  # an evaluation error is not a hit (the reference errs too)
-                    r.errors += 1
+                except CelError as exc:  # an evaluation error is not a hit (the reference errs too)
+                    r.error(str(exc))
                     continue
-                except (Unsupported, KeyError):
-                    pass  # refused at run time: this one evaluation runs on the reference
+                except Exception:  # Unsupported, a missing fact, anything unforeseen: the reference decides
+                    pass
                 if r.reference_matches(facts):
                     hits.append(r.hit(facts))
             elif r.reference_matches(facts):
@@ -154,6 +213,10 @@ class CompiledPack:
         """Evaluations per rule that ended in a CEL error (a missing or mistyped fact, the iteration budget
         of the reference runtime...): no hit, and counted here for the metrics."""
         return {r.rule.id: r.errors for r in self.rules if r.errors}
+
+    def last_errors(self) -> dict[str, str]:
+        """The message of the last evaluation error per rule (for the rules that had one)."""
+        return {r.rule.id: r.last_error for r in self.rules if r.errors}
 
     @property
     def rule_ids(self) -> list[str]:
