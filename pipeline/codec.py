@@ -31,7 +31,14 @@ def decode_event(topic: str, raw: bytes | None, now_ms: int | None) -> dict[str,
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ContractError("malformed_json", f"record on {topic} is not valid JSON: {exc}") from None
+        if "infinity" in str(exc):  # orjson refuses 1e400 (no JSON number may stand for an infinity)
+            raise ContractError(
+                "non_finite_number",
+                f"record on {topic} has a number too large for a double ({exc}): send a finite number",
+            ) from None
+        raise ContractError(
+            "malformed_json", f"record on {topic} is not valid JSON ({exc}): send one UTF-8 JSON object"
+        ) from None
     kind = TOPIC_KIND.get(topic)
     if kind is None:
         raise ContractError("unknown_topic", f"no contract for topic {topic!r}")
