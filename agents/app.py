@@ -296,11 +296,12 @@ async def follow_rule_packs(kafka: str, rt: Runtime, metrics: Metrics) -> None:
                     continue
                 try:
                     pack = CompiledPack.compile(pack_from_bytes(rec.value))
-                except (PackError, ValueError, KeyError) as exc:
+                except Exception as exc:  # any refusal (PackError, RecursionError...) keeps the live pack
                     log.error(
-                        "rule pack at offset %d rejected, keeping version %d: %s",
+                        "rule pack at offset %d rejected, keeping version %d: %s%s",
                         rec.offset,
                         rt.engine.rules.version,
+                        "" if isinstance(exc, PackError) else f"{type(exc).__name__}: ",
                         exc,
                     )
                     metrics.dead_letters.labels("invalid_rule_pack").inc()
