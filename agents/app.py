@@ -30,6 +30,7 @@ from pipeline.commands import META_KEY, READY_KEY
 from pipeline.core import Engine
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
+from pipeline.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger("bukong.agents")
 MAX_BATCH = 2000  # records per fetched batch: bounds memory and the latency a batch adds to its first record
@@ -77,6 +78,8 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
         producer_acks=-1 if settings.producer_acks == "all" else int(settings.producer_acks),
         broker_commit_interval=0.5,
         broker_max_poll_records=MAX_BATCH,
+        consumer_max_fetch_size=2 * MAX_RECORD_BYTES,  # the largest record never blocks a partition
+        producer_max_request_size=MAX_RECORD_BYTES,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
         broker_rebalance_timeout=max(10.0, settings.session_timeout_s * 2),

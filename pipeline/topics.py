@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 from pipeline import contracts as c
 
+# The largest record (key, value, headers) a project producer sends and a topic accepts. A record above the
+# core's own limit (contracts.MAX_MESSAGE_BYTES) but below this reaches a worker and is dead-lettered as
+# "oversize" with its offset; above this the broker refuses it at produce time. Consumers fetch at least this
+# much per partition, so one such record can never block a partition.
+MAX_RECORD_BYTES = 2 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -18,7 +24,7 @@ class TopicSpec:
 def topic_specs(partitions: int, retention_ms: int, replication: int = 1) -> list[TopicSpec]:
     """Input topics share one partition count and are keyed by conveyance id, so they are co-partitioned:
     one worker owns every event of a conveyance and can join them without a repartition hop."""
-    keep = {"retention.ms": str(retention_ms)}
+    keep = {"retention.ms": str(retention_ms), "max.message.bytes": str(MAX_RECORD_BYTES)}
     if replication >= 3:  # a write is acknowledged by two replicas (producers use acks=all there)
         keep["min.insync.replicas"] = "2"
     specs = [TopicSpec(t, partitions, keep) for t in (c.DECLARATIONS, c.LOGISTICS, c.TRACKS)]
@@ -27,7 +33,7 @@ def topic_specs(partitions: int, retention_ms: int, replication: int = 1) -> lis
         TopicSpec(c.DISPATCH_COMMANDS, partitions, keep),
         TopicSpec(c.DEAD_LETTER, 1, keep),
         TopicSpec(c.NOTIFICATIONS, 1, keep),
-        TopicSpec(c.RULE_PACKS, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(c.RULE_PACKS, 1, {"cleanup.policy": "compact", "max.message.bytes": str(MAX_RECORD_BYTES)}),
     ]
     return specs
 

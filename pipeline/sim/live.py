@@ -21,6 +21,7 @@ from pipeline.sim.oracle import InspectionOracle
 from pipeline.sim.scenario import Scenario
 from pipeline.sim.world import DAY_MS, DEFAULT_START_MS, HOUR_MS, Simulator
 
+GPS_LINGER_MS = 250
 EVENTS_PER_TRIP = 135.0  # GPS points + logistics + declaration, on average
 
 
@@ -60,7 +61,21 @@ class LiveSim:
     def run(self, duration_s: float | None = None) -> None:
         from kafka import KafkaProducer
 
-        producer = KafkaProducer(bootstrap_servers=self.kafka, linger_ms=2, acks=1)
+        from pipeline.topics import MAX_RECORD_BYTES
+
+        producer = KafkaProducer(
+            bootstrap_servers=self.kafka, linger_ms=2, acks=1, max_request_size=MAX_RECORD_BYTES
+        )
+        # GPS points trigger no decision on their own: a gateway that sends them a few at a time (per
+        # partition, every GPS_LINGER_MS) makes far fewer, larger batches, which the embedded broker, listing
+        # every stored batch on each fetch, needs in long runs (docs/reliability.md)
+        gps = KafkaProducer(
+            bootstrap_servers=self.kafka,
+            linger_ms=GPS_LINGER_MS,
+            acks=1,
+            batch_size=256 * 1024,
+            max_request_size=MAX_RECORD_BYTES,
+        )
         # simulated time start + preroll is "now"; earlier events go out at once with past timestamps
         wall0 = time.time() - self.preroll_s / self.speed
         sim0 = self.sim.start_ms
@@ -79,7 +94,7 @@ class LiveSim:
                     if self._stop.wait(delay):
                         break
                 ev = dict(ev, ts_ms=int(due * 1000))
-                producer.send(topic, key=key.encode(), value=orjson.dumps(ev))
+                (gps if topic == c.TRACKS else producer).send(topic, key=key.encode(), value=orjson.dumps(ev))
                 self.sent += 1
                 self.by_topic[topic] = self.by_topic.get(topic, 0) + 1
                 if self.bad_sent < self.bad_events and self.sent % self.bad_every == 0:
@@ -90,8 +105,9 @@ class LiveSim:
                     self.bad_sent += 1
                 self._send_due_results(producer)
         finally:
-            producer.flush()
-            producer.close()
+            for p in (gps, producer):
+                p.flush()
+                p.close()
             self._done.set()
 
     def _send_due_results(self, producer: Any) -> None:
