@@ -6,13 +6,14 @@ STAMP   := $(VENV)/.installed
 SYSSTAMP:= $(VENV)/.system-installed
 DEMO_ARGS ?=
 
-.PHONY: demo test lint typecheck bench bench-all venv system-deps clean help
+.PHONY: demo test lint typecheck bench bench-all drill venv system-deps clean help
 
 help:
 	@echo "make demo    - start broker, Redis, workers, generator and the live view (Ctrl-C to stop)"
 	@echo "make test    - install everything and run lint, type checks and the whole test suite"
 	@echo "make bench   - end-to-end benchmark: floor, naive Faust, Quix Streams, Bukong (benchmarks/README.md)"
 	@echo "make bench-all - that, plus the core, rules and selection-quality benchmarks"
+	@echo "make drill   - the drill suite: fuzz, kill -9, Redis and broker outages, hostile packs, API attacks, soak"
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11'"; exit 1; }
@@ -55,6 +56,11 @@ bench-all: bench
 	$(BIN)/python benchmarks/rules_bench.py
 	$(BIN)/python -m benchmarks.quality --scenario baseline
 	$(BIN)/python -m benchmarks.quality --scenario drift
+
+# the drill suite (docs/reliability.md): ~15 minutes; DRILL_ARGS="--quick" for a short one
+DRILL_ARGS ?=
+drill: $(STAMP)
+	$(BIN)/python -m pipeline.drill $(DRILL_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output
