@@ -73,6 +73,11 @@ class Settings:
     session_timeout_s: float = 10.0  # a dead worker's partitions move after this (Faust's default is 60 s)
     metrics_port: int = 0  # worker /metrics port (0 = off)
     replication: int = 1  # replication factor of created topics (3 on the docker/ cluster)
+    web_max_streams: int = 500  # live streams (SSE) open at once in one web process; beyond: 429
+    web_max_streams_per_role: int = 200  # per token/role (analyst, operator); beyond: 429
+    web_max_body_bytes: int = 64 * 1024  # request body limit of the web API; beyond: 413
+    web_redis_pool: int = 32  # Redis connections of one web process (requests wait for one, up to 5 s)
+    web_origins: str = ""  # extra origins (comma-separated) allowed to POST with the session cookie
 
     @property
     def embedded_kafka(self) -> bool:
@@ -108,4 +113,9 @@ class Settings:
             session_timeout_s=float(_int(e, "BUKONG_SESSION_TIMEOUT_MS", 10_000)) / 1000.0,
             metrics_port=_int(e, "BUKONG_METRICS_PORT", 0),
             replication=_int(e, "BUKONG_REPLICATION", 1),
+            web_max_streams=_int(e, "BUKONG_WEB_MAX_STREAMS", 500),
+            web_max_streams_per_role=_int(e, "BUKONG_WEB_MAX_STREAMS_PER_ROLE", 200),
+            web_max_body_bytes=_int(e, "BUKONG_WEB_MAX_BODY_BYTES", 64 * 1024),
+            web_redis_pool=_int(e, "BUKONG_WEB_REDIS_POOL", 32),
+            web_origins=e.get("BUKONG_WEB_ORIGINS", ""),
         )
