@@ -162,3 +162,36 @@ class Metrics(NamedTuple):
                 registry=r,
             ),
         )
+
+
+class WebMetrics(NamedTuple):
+    """The web process's metrics (live view and command API), on its own registry."""
+
+    streams_open: Gauge
+    streams_refused: Counter
+    streams_dropped: Counter
+    requests_refused: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> WebMetrics:
+        r = registry
+        return cls(
+            streams_open=Gauge("bukong_web_streams_open", "Live streams open, by role", ["role"], registry=r),
+            streams_refused=Counter(
+                "bukong_web_streams_refused",
+                "Live streams refused at a cap, by cap (role, global)",
+                ["cap"],
+                registry=r,
+            ),
+            streams_dropped=Counter(
+                "bukong_web_streams_dropped",
+                "Live streams closed because the client fell behind (its queue filled)",
+                registry=r,
+            ),
+            requests_refused=Counter(
+                "bukong_web_requests_refused",
+                "Requests refused, by reason (unauthenticated, forbidden, cross_origin, body_too_large, ...)",
+                ["reason"],
+                registry=r,
+            ),
+        )
