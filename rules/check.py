@@ -18,11 +18,14 @@ MAX_EXPRESSION = 4096  # characters of one expression
 MAX_STRING_LITERAL = 1024  # characters of one string literal (between its quotes)
 MAX_NESTING = 32  # brackets ( [ { inside one another (the reference parser's own limit is 32 too)
 MAX_UNARY_RUN = 8  # ! or - in a row
+MAX_OPERATOR_CHAIN = 31  # binary operators other than && and || in a row (the reference parser takes 31)
 MAX_REASON = 1000
 
 _SCAN = re.compile(
     r"""(?P<str>[rRbB]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'))
-      |(?P<open>[(\[{])|(?P<close>[)\]}])|(?P<unary>[!-])|(?P<ws>\s+)|(?P<other>[^\s()\[\]{}!\-"']+|.)""",
+      |(?P<open>[(\[{])|(?P<close>[)\]}])|(?P<logic>&&|\|\||[?:,])
+      |(?P<binop>==|!=|<=|>=|[<>+*/%]|\bin\b)|(?P<bang>!)|(?P<minus>-)|(?P<ws>\s+)
+      |(?P<operand>[A-Za-z0-9_.]+|.)""",
     re.X,
 )
 
@@ -32,28 +35,49 @@ def scan_expression(expression: str) -> str:
     (A deep or long expression would otherwise cost the reference compiler, and the fast path, their time.)"""
     if len(expression) > MAX_EXPRESSION:
         return f"expression longer than {MAX_EXPRESSION} characters"
-    depth = run = 0
+    run = 0  # unary operators in a row
+    chain = [0]  # binary (not && or ||) operators in a row, per bracket level
+    operand = False  # the last token ends an operand (so '-' is binary)
     for m in _SCAN.finditer(expression):
         kind = m.lastgroup
         if kind == "ws":
             continue
-        if kind == "unary":
+        if kind == "minus" and operand:
+            kind = "binop"
+        if kind in ("bang", "minus"):
             run += 1
             if run > MAX_UNARY_RUN:
                 return f"more than {MAX_UNARY_RUN} '!' or '-' in a row"
+            operand = False
             continue
         run = 0
-        if kind == "open":
-            depth += 1
-            if depth > MAX_NESTING:
+        if kind == "binop":
+            chain[-1] += 1
+            if chain[-1] > MAX_OPERATOR_CHAIN:
+                return (
+                    f"more than {MAX_OPERATOR_CHAIN} operators in a row without parentheses, && or || "
+                    "(the CEL parser's limit)"
+                )
+            operand = False
+        elif kind == "logic":
+            chain[-1] = 0
+            operand = False
+        elif kind == "open":
+            chain.append(0)
+            if len(chain) > MAX_NESTING + 1:
                 return f"nested deeper than {MAX_NESTING} levels of brackets"
+            operand = False
         elif kind == "close":
-            depth -= 1
-        elif kind == "str":
-            text = m.group().lstrip("rRbB")
-            quotes = 3 if text[:3] in ('"""', "'''") else 1
-            if len(text) - 2 * quotes > MAX_STRING_LITERAL:
-                return f"string literal longer than {MAX_STRING_LITERAL} characters"
+            if len(chain) > 1:
+                chain.pop()
+            operand = True
+        else:
+            operand = True
+            if kind == "str":
+                text = m.group().lstrip("rRbB")
+                quotes = 3 if text[:3] in ('"""', "'''") else 1
+                if len(text) - 2 * quotes > MAX_STRING_LITERAL:
+                    return f"string literal longer than {MAX_STRING_LITERAL} characters"
     return ""
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rules.cel import Refused, tokenize
 from rules.engine import CompiledPack, _Compiled
 from rules.pack import Example, PackIssue, Rule, RulePack
 
@@ -33,6 +34,15 @@ class ExampleReport:
 
 def _shown(facts: dict[str, Any], names: list[str]) -> str:
     return ", ".join(f"{n}={facts[n]!r}" for n in names if n in facts)
+
+
+def _read_by(rule: Rule, names: list[str]) -> list[str]:
+    """The facts the expression itself reads (not the ones only its reason text shows)."""
+    try:
+        idents = {t.text for t in tokenize(rule.expression) if t.kind == "ident"}
+    except Refused:
+        return names
+    return [n for n in names if n in idents]
 
 
 def _check(c: _Compiled, rule: Rule, ex: Example, path: str) -> PackIssue | None:
@@ -56,7 +66,7 @@ def _check(c: _Compiled, rule: Rule, ex: Example, path: str) -> PackIssue | None
     got = reference and in_scope
     if got == ex.hit:
         return None
-    reads = _shown(facts, c.names)
+    reads = _shown(facts, _read_by(rule, c.names))
     if ex.hit and reference and not in_scope:
         why = f"the rule is scoped to site {rule.scope} and the example's port is {facts.get('port')!r}"
     elif error:

@@ -138,85 +138,84 @@ class _Refused(Exception):
         self.line, self.message = line, message
 
 
+_MAYBE_TYPED = frozenset("0123456789+-.~nNtTfFyYoO=<")  # plain scalars that may resolve to a non-string
+
+
 def _compose(text: str) -> Any:
     """The YAML text as plain data, read from the event stream with each mapping's and each key's line kept
     (``__line__``, ``__line__KEY``, ``__text__KEY`` for a literal block). Anchors, aliases and tags are
     refused as they arrive (an alias bomb is never expanded), and so is a pack with more than
     MAX_YAML_NODES nodes, nesting deeper than MAX_YAML_DEPTH, duplicate keys, or more than one document."""
     loader = _Loader(text)
+    scalar, mapping = yaml.ScalarEvent, yaml.MappingStartEvent
+    ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
     try:
         root: Any = None
-        stack: list[Any] = []  # open containers: [dict, pending key or None, key line] or [list]
+        # open containers: [dict, pending key or None] or [list, None]
+        stack: list[list[Any]] = []
         nodes = docs = 0
-
-        def put(value: Any, ev: Any) -> None:
-            nonlocal root
-            if not stack:
-                root = value
-                return
-            top = stack[-1]
-            if isinstance(top[0], list):
-                top[0].append(value)
-            elif top[1] is None:
-                raise _Refused(ev.start_mark.line + 1, "a mapping key must be plain text")
-            else:
-                top[0][top[1]] = value
-                top[1] = None
-
         while True:
             ev = loader.get_event()
-            if ev is None or isinstance(ev, yaml.StreamEndEvent):
+            kind = type(ev)
+            if ev is None or kind is yaml.StreamEndEvent:
                 return root
-            line = ev.start_mark.line + 1 if ev.start_mark is not None else 0
-            if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) is not None:
-                raise _Refused(line, "YAML anchors and aliases (&, *) are not allowed in a rule pack")
-            if getattr(ev, "tag", None) is not None and not isinstance(ev, yaml.DocumentStartEvent):
-                raise _Refused(line, f"YAML tags ({ev.tag}) are not allowed in a rule pack")
-            if isinstance(ev, yaml.DocumentStartEvent):
+            if kind is yaml.DocumentStartEvent:
                 docs += 1
                 if docs > 1:
-                    raise _Refused(line, "a pack is one YAML document (remove the second '---')")
+                    raise _Refused(
+                        ev.start_mark.line + 1, "a pack is one YAML document (remove the second '---')"
+                    )
                 continue
-            if isinstance(ev, (yaml.StreamStartEvent, yaml.DocumentEndEvent)):
+            if kind is yaml.StreamStartEvent or kind is yaml.DocumentEndEvent:
                 continue
-            if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                done = stack.pop()
-                put(done[0], ev)
-                continue
-            nodes += 1
-            if nodes > MAX_YAML_NODES:
-                raise _Refused(line, f"more than {MAX_YAML_NODES} YAML nodes: a pack is not this big")
-            if isinstance(ev, yaml.ScalarEvent):
-                top = stack[-1] if stack else None
-                if top is not None and isinstance(top[0], dict) and top[1] is None:  # a key
-                    key = ev.value
-                    if key.startswith("__"):
-                        raise _Refused(line, f"key {key!r}: keys starting with '__' are reserved")
-                    if key in top[0]:
-                        raise _Refused(
-                            line, f"duplicate key {key!r} (first at line {top[0][f'__line__{key}']})"
-                        )
-                    top[1] = key
-                    top[0][f"__line__{key}"] = line
-                    if ev.style == "|":
-                        top[0][f"__text__{key}"] = line  # completed below, once the value arrives
-                    continue
-                if top is not None and isinstance(top[0], dict) and ev.style == "|":
-                    top[0][f"__text__{top[1]}"] = line + 1  # a literal block: its text starts a line below
-                tag = loader.resolve(yaml.ScalarNode, ev.value, ev.implicit)
-                node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
-                put(loader.yaml_constructors[tag](loader, node), ev)
-                continue
-            if len(stack) >= MAX_YAML_DEPTH:
-                raise _Refused(line, f"YAML nested deeper than {MAX_YAML_DEPTH} levels")
-            if isinstance(ev, yaml.MappingStartEvent):
-                if stack and isinstance(stack[-1][0], dict) and stack[-1][1] is None:
-                    raise _Refused(line, "a mapping key must be plain text")
-                stack.append([{"__line__": line}, None])
+            if kind in ends:
+                value = stack.pop()[0]
             else:
-                if stack and isinstance(stack[-1][0], dict) and stack[-1][1] is None:
-                    raise _Refused(line, "a mapping key must be plain text")
-                stack.append([[]])
+                line = ev.start_mark.line + 1
+                if kind is yaml.AliasEvent or ev.anchor is not None:
+                    raise _Refused(line, "YAML anchors and aliases (&, *) are not allowed in a rule pack")
+                if ev.tag is not None:
+                    raise _Refused(line, f"YAML tags ({ev.tag}) are not allowed in a rule pack")
+                nodes += 1
+                if nodes > MAX_YAML_NODES:
+                    raise _Refused(line, f"more than {MAX_YAML_NODES} YAML nodes: a pack is not this big")
+                top = stack[-1] if stack else None
+                is_key = top is not None and top[1] is None and type(top[0]) is dict
+                if kind is scalar:
+                    raw = ev.value
+                    if is_key:
+                        assert top is not None
+                        if raw.startswith("__"):
+                            raise _Refused(line, f"key {raw!r}: keys starting with '__' are reserved")
+                        if raw in top[0]:
+                            first = top[0][f"__line__{raw}"]
+                            raise _Refused(line, f"duplicate key {raw!r} (first at line {first})")
+                        top[1] = raw
+                        top[0][f"__line__{raw}"] = line
+                        continue
+                    if ev.style or (raw and raw[0] not in _MAYBE_TYPED):
+                        value = raw  # quoted, a block, or plain text that no implicit type matches
+                        if ev.style == "|" and top is not None and type(top[0]) is dict:
+                            top[0][f"__text__{top[1]}"] = line + 1  # a literal block's text starts below
+                    else:
+                        tag = loader.resolve(yaml.ScalarNode, raw, ev.implicit)
+                        value = loader.yaml_constructors[tag](loader, yaml.ScalarNode(tag, raw, None, None))
+                else:
+                    if is_key:
+                        raise _Refused(line, "a mapping key must be plain text")
+                    if len(stack) >= MAX_YAML_DEPTH:
+                        raise _Refused(line, f"YAML nested deeper than {MAX_YAML_DEPTH} levels")
+                    stack.append([{"__line__": line}, None] if kind is mapping else [[], None])
+                    continue
+            if not stack:
+                root = value
+            else:
+                top = stack[-1]
+                if type(top[0]) is list:
+                    top[0].append(value)
+                else:
+                    top[0][top[1]] = value
+                    top[1] = None
     finally:
         loader.dispose()
 
@@ -306,7 +305,7 @@ def _examples(raw: Any, rule_line: int, path: str, rid: str, issues: list[PackIs
         if not isinstance(ex, dict):
             issues.append(PackIssue(path, rule_line, rid, "each example is a mapping {name, hit, facts}"))
             continue
-        line = ex["__line__"]
+        line: int = ex["__line__"]
         before = len(issues)
         for k in ex:
             if not k.startswith("__") and k not in EXAMPLE_FIELDS:
@@ -327,13 +326,17 @@ def _examples(raw: Any, rule_line: int, path: str, rid: str, issues: list[PackIs
         hit = ex.get("hit")
         if type(hit) is not bool:
             issues.append(
-                PackIssue(path, ex.get("__line__hit", line), rid, f"example '{name}': 'hit' is true or false")
+                PackIssue(
+                    path, ex.get("__line__hit") or line, rid, f"example '{name}': 'hit' is true or false"
+                )
             )
         facts_raw = ex.get("facts", {"__line__": line})
         facts: list[tuple[str, Any]] = []
         if not isinstance(facts_raw, dict):
             issues.append(
-                PackIssue(path, ex.get("__line__facts", line), rid, f"example '{name}': 'facts' is a mapping")
+                PackIssue(
+                    path, ex.get("__line__facts") or line, rid, f"example '{name}': 'facts' is a mapping"
+                )
             )
             facts_raw = {}
         for k, v in facts_raw.items():
@@ -529,6 +532,8 @@ def pack_to_bytes(pack: RulePack, previous: dict[str, Any] | None = None) -> byt
 
 def pack_from_bytes(raw: bytes) -> RulePack:
     """A pack published on the rule-packs topic, validated again before it is used."""
+    if not isinstance(raw, (bytes, bytearray, memoryview, str)):
+        raise PackError([PackIssue("<published>", 0, "", "not a published pack: an empty record")])
     if len(raw) > 8 * MAX_PACK_BYTES:  # JSON escapes at most ~6 bytes a source byte
         raise PackError([PackIssue("<published>", 0, "", "not a published pack: too large")])
     try:
