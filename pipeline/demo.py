@@ -121,6 +121,46 @@ def spawn_worker(
         )
 
 
+@dataclass
+class Supervisor:
+    """Restarts a worker process that died (crash, OOM kill): backoff 1 s doubling to 30 s, reset after a
+    minute of uptime; each restart is logged and counted in the demo summary."""
+
+    spawn: Any  # index -> subprocess.Popen
+    procs: list[subprocess.Popen[bytes]]
+    restarts: int = 0
+    backoff_s: list[float] = field(default_factory=list)
+    due: dict[int, float] = field(default_factory=dict)
+    started: dict[int, float] = field(default_factory=dict)
+    min_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if not self.backoff_s:
+            self.backoff_s = [self.min_backoff_s] * len(self.procs)
+        for i, p in enumerate(self.procs):
+            rc = p.poll()
+            if rc is None:
+                if now - self.started.get(i, now) > 60:
+                    self.backoff_s[i] = self.min_backoff_s
+                continue
+            if i not in self.due:
+                self.due[i] = now + self.backoff_s[i]
+                _say(
+                    f"worker {i} (pid {p.pid}) exited with code {rc}; "
+                    f"restarting in {self.backoff_s[i]:.0f} s (why: see worker-{i}.log)"
+                )
+                continue
+            if now >= self.due[i]:
+                del self.due[i]
+                self.procs[i] = self.spawn(i)
+                self.started[i] = now
+                self.restarts += 1
+                self.backoff_s[i] = min(self.backoff_s[i] * 2, self.max_backoff_s)
+                _say(f"worker {i} restarted (pid {self.procs[i].pid}, restart #{self.restarts})")
+
+
 def wait_workers_ready(
     redis_url: str, workers: int, topics: int, partitions: int, timeout_s: float = 90.0
 ) -> None:
@@ -158,6 +198,7 @@ def run_demo(
         _say(f"redis    {srv.redis_url} ({'embedded valkey' if settings.embedded_redis else 'external'})")
         log_dir = settings.data_dir / "logs"
         procs = [spawn_worker(srv.kafka, srv.redis_url, i, log_dir) for i in range(workers)]
+        supervisor = Supervisor(lambda i: spawn_worker(srv.kafka, srv.redis_url, i, log_dir), procs)
         _say(f"logs     {log_dir}/worker-*.log")
         web_runner = None
         try:
@@ -188,6 +229,7 @@ def run_demo(
             with _interrupts(stop):
                 while not stop.is_set() and (duration_s is None or time.monotonic() - t0 < duration_s):
                     stop.wait(0.2)
+                    supervisor.check()
                     if feeder.live_from_ms and watcher.latency_from_ms > feeder.live_from_ms:
                         watcher.latency_from_ms = feeder.live_from_ms
             feeder.stop()
@@ -202,6 +244,7 @@ def run_demo(
                 ):
                     break
                 time.sleep(0.2)
+                supervisor.check()
             watcher.stop()
             stats = {k.decode(): int(v) for k, v in cast(dict[bytes, bytes], r.hgetall(STATS_KEY)).items()}
         finally:
@@ -228,6 +271,7 @@ def run_demo(
         "latency_ms_p99": percentile(watcher.latencies_ms, 0.99),
         "inspection_results": feeder.results_sent,
         "workers": workers,
+        "worker_restarts": supervisor.restarts,
         "duration_s": duration_s,
     }
 
