@@ -9,6 +9,7 @@ serves the OpenAPI 3 document (pipeline/web/openapi.py).
     GET  /api/stream                server-sent events: batches of new hits (every ~100 ms)
     GET  /api/stats                 totals, per-rule and per-site hit rates, versions, drift events
     GET  /api/geo                   border, ports, corridors, squads for the map
+    GET  /api/rules                 the live pack's rules (id, title, lane, severity, status, scope)
     POST /api/commands/{id}/ack     operators: acknowledge
     POST /api/commands/{id}/result  operators: {outcome, found_value_cny, notes} -> inspection-results
     GET  /api/openapi.json          this API as OpenAPI 3
@@ -51,6 +52,8 @@ log = logging.getLogger("bukong.web")
 STATIC = Path(__file__).parent / "static"
 ROLE_KEY = web.RequestKey("role", str)  # set by the auth middleware
 RESULT_OUTCOMES = ("violation", "clean", "not_found")
+RULES_KEY = "bukong:rules"  # HASH rule id -> JSON of the live pack's rule
+RULE_FIELDS = ("id", "title", "lane", "severity", "status", "scope")
 COMMAND_ID = re.compile(r"cmd-[0-9a-f]{20}")
 STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 PUBLIC = {"/", "/api/login", "/api/openapi.json", "/healthz", "/metrics"}
@@ -412,6 +415,40 @@ def create_app(
             }
         )
 
+    async def rules(request: web.Request) -> web.Response:
+        """The live pack's rules for the page's labels and filter: Redis first, else the start-up pack."""
+        raw = await state["redis"].hgetall(RULES_KEY)
+        if raw:
+            live: list[dict[str, Any]] = []
+            unreadable: list[str] = []
+            for k, v in raw.items():
+                rid = k.decode(errors="replace")
+                try:
+                    d = orjson.loads(v)
+                    if not isinstance(d, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError:
+                    log.warning("rule %s in %s is not a JSON object; skipped", rid, RULES_KEY)
+                    unreadable.append(rid)
+                    continue
+                defaults = {"id": rid, "title": rid, "status": "active", "scope": "global"}
+                live.append({f: d.get(f, defaults.get(f, "")) for f in RULE_FIELDS})
+            live.sort(key=lambda r: str(r["id"]))
+            return _json({"source": "redis", "rules": live, "unreadable": sorted(unreadable)})
+        if "pack_rules" not in state:
+            from rules.pack import PackError, load_pack
+
+            try:
+                pack = await asyncio.to_thread(load_pack, settings.rule_pack)
+            except PackError as exc:
+                return _error(
+                    500,
+                    f"the start-up pack {settings.rule_pack} does not load ({exc}); "
+                    "fix it (python -m pipeline rules check) or set BUKONG_RULE_PACK",
+                )
+            state["pack_rules"] = [{f: getattr(r, f) for f in RULE_FIELDS} for r in pack.rules]
+        return _json({"source": "pack", "rules": state["pack_rules"], "unreadable": []})
+
     # ----------------------------------------------------------------------------------------- writes
     async def ack(request: web.Request) -> web.Response:
         if (denied := need_operator(request)) is not None:
@@ -514,6 +551,7 @@ def create_app(
     app.router.add_post("/api/commands/{id}/ack", ack)
     app.router.add_post("/api/commands/{id}/result", result)
     app.router.add_get("/api/geo", geo)
+    app.router.add_get("/api/rules", rules)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
     return app
