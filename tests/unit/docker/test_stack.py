@@ -15,6 +15,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from pipeline import metrics as metrics_module
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 
@@ -107,9 +108,13 @@ def test_prometheus_config_passes_promtool() -> None:
     assert jobs["bukong-worker"]["dns_sd_configs"][0]["names"] == ["worker"]  # every replica is scraped
 
 
-def _exported_names() -> set[str]:
+def exported_names() -> set[str]:
+    """Every series name the worker's and the web's registries export (with _total, histogram parts)."""
     reg = CollectorRegistry()
     Metrics.create(reg)
+    web = getattr(metrics_module, "WebMetrics", None)
+    if web is not None:
+        web.create(reg)
     names: set[str] = set()
     for fam in reg.collect():
         names.add(fam.name)
@@ -120,39 +125,40 @@ def _exported_names() -> set[str]:
     return names
 
 
-PROMQL_WORDS = {
-    "sum",
-    "by",
-    "rate",
-    "increase",
-    "histogram_quantile",
-    "max",
-    "min",
-    "avg",
-    "clamp_min",
-    "le",
-    "topic",
-    "rule",
-    "lane",
-    "site",
-    "reason",
-    "status",
-    "without",
-    "on",
-    "ignoring",
-    "count",
-}
+PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "by", "without", "on", "ignoring"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (not functions, labels, keywords or numbers)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    expr = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)  # range selectors
+    # label lists of by/without/on/ignoring/group_left/group_right
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    expr = re.sub(r"\$\{?\w+\}?", " ", expr)  # Grafana variables
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\()?", expr):
+        word, call = m.group(1), m.group(2)
+        if not call and word.lower() not in PROMQL_KEYWORDS:
+            names.add(word)
+    return names
+
+
+def test_metric_names_reads_only_metric_names() -> None:
+    expr = (
+        'sum by (topic) (rate(bukong_events_in_total{topic=~"a|b"}[5m])) / clamp_min(sum(up), 1) '
+        "and on () histogram_quantile(0.99, sum by (le) (rate(x_bucket[$__rate_interval]))) > 1e3"
+    )
+    assert metric_names(expr) == {"bukong_events_in_total", "up", "x_bucket"}
 
 
 def test_grafana_dashboard_plots_only_exported_metrics() -> None:
     dash = json.loads((DOCKER / "grafana" / "dashboards" / "bukong.json").read_text())
-    exported = _exported_names()
-    used = set()
+    exported = exported_names()
+    used: set[str] = set()
     for panel in dash["panels"]:
-        for target in panel["targets"]:
-            expr = re.sub(r"\{[^}]*\}", "", target["expr"])  # label matchers
-            expr = re.sub(r"\[[^\]]*\]", "", expr)  # range selectors
-            used |= {w for w in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr) if w not in PROMQL_WORDS}
+        for target in panel.get("targets", []):
+            used |= metric_names(target["expr"])
     assert used, "the dashboard has no queries"
     missing = used - exported
     assert not missing, f"dashboard refers to metrics the app does not export: {sorted(missing)}"
