@@ -18,6 +18,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 from rules_bench import hundred_rules
 
 ODD = [None, 1, -3, 2.5, float("nan"), "", "EHT", True, False, [], ["x"], {"a": 1}]
+# values of the declared Python type that the reference cannot take as they are (issue 17.5)
+WRONG_SHAPE = [
+    2**63,
+    -(2**63) - 1,
+    10**400,
+    "medical\x00",
+    "self_drive\x00",
+    "2701\x00",
+    "medical\ud800",
+    "\ud800",
+    ["track\x00"],
+    [1, "track"],
+    [["track"]],
+    ["\udfff"],
+]
 
 
 def odd_facts(rng: random.Random) -> dict[str, Any]:
@@ -27,6 +42,8 @@ def odd_facts(rng: random.Random) -> dict[str, Any]:
         roll = rng.random()
         if roll < 0.08:
             f[name] = rng.choice(ODD)
+        elif roll < 0.16:
+            f[name] = rng.choice(WRONG_SHAPE)
         elif roll < 0.1:
             f.pop(name, None)
         elif t == "double":
@@ -110,3 +127,90 @@ def test_runaway_macros_are_cut_by_the_iteration_budget_and_counted() -> None:
     del facts["gross_kg"]
     assert pack.evaluate(facts) == []
     assert pack.errors() == {"runaway": 2, "typed": 1}
+
+
+def test_every_rule_answers_the_same_on_both_paths_for_wrong_shapes() -> None:
+    """Each rule alone: the fast path (when it answers) == the reference, for every wrong-shape value of every
+    fact it reads; and evaluate never raises."""
+    for text in ((PACKS / "starter.yaml").read_text(), hundred_rules()):
+        pack = CompiledPack.compile(parse_pack(text, "<p>"))
+        for c in pack.rules:
+            for name in c.names:
+                for bad in WRONG_SHAPE:
+                    facts = dict(NEUTRAL, port="EHT")
+                    facts[name] = bad
+                    fast, reference = c.fast_and_reference(facts)
+                    assert fast is None or fast == reference, (c.rule.id, name, bad)
+                    pack.evaluate(facts)
+
+
+@pytest.mark.parametrize(
+    ("facts", "want_hit"),
+    [
+        ({"mode": "self_drive", "purpose": "medical"}, True),
+        ({"mode": "self_drive", "purpose": "medical\x00"}, False),  # the reference cuts at NUL: an error here
+        ({"mode": "self_drive", "purpose": "medical\x00 and more"}, False),
+        ({"mode": "self_drive\x00", "purpose": "medical"}, False),
+        ({"mode": "self_drive", "purpose": "medical\ud800"}, False),
+    ],
+)
+def test_the_emergency_release_never_fires_on_text_with_nul(facts: dict[str, Any], want_hit: bool) -> None:
+    pack = CompiledPack.compile(load_pack(PACKS / "starter.yaml"))
+    hits = [h.rule_id for h in pack.evaluate(dict(NEUTRAL, **facts))]
+    assert ("emergency_medical_release" in hits) is want_hit
+    c = next(c for c in pack.rules if c.rule.id == "emergency_medical_release")
+    assert c.fast_and_reference(dict(NEUTRAL, **facts)) == (want_hit, want_hit)
+    if not want_hit:
+        assert pack.errors()["emergency_medical_release"] >= 1
+        assert (
+            "NUL" in pack.last_errors()["emergency_medical_release"]
+            or "value type" in (pack.last_errors()["emergency_medical_release"])
+        )
+
+
+@pytest.mark.parametrize(
+    ("expr", "facts"),
+    [
+        ("hs_median_n >= 20", {"hs_median_n": 2**63}),
+        ("hs_median_n >= 20", {"hs_median_n": -(2**63) - 1}),
+        ("double(hs_median_n) > 1.0", {"hs_median_n": 10**400}),
+        ("hs_median_n % -1 == 0", {"hs_median_n": -(2**63)}),
+        ("hs_median_n / -1 > 0", {"hs_median_n": -(2**63)}),
+        ("-9223372036854775808 % -1 == 0 || weigh_present", {}),
+        ("{'a': 1, 'a': 2}.size() == 1 || true", {}),
+        ("true || {'a': 1, 'a': 2}.size() == 1", {}),
+        ("{hs4: 1, grade: 2}.size() == 2", {"hs4": "x", "grade": "x"}),
+        ("'track' in missing", {"missing": [1, "track"]}),
+        ("'track' in missing", {"missing": ["track\x00"]}),
+        ("size(missing) == 1 || weigh_present", {"missing": [["x"]]}),
+        ("purpose != 'medical'", {"purpose": "medical\x00"}),
+        ("weigh_present || purpose == 'x'", {"weigh_present": True, "purpose": "x\ud800"}),
+        ("purpose == 'x' || weigh_present", {"weigh_present": True, "purpose": "x\ud800"}),
+        ("purpose == 'x' && weigh_present", {"weigh_present": False, "purpose": "x\x00"}),
+    ],
+)
+def test_fast_path_agrees_with_the_reference_on_issue_17_5(expr: str, facts: dict[str, Any]) -> None:
+    text = (
+        "name: p\nversion: 1\nrules:\n"
+        f'  - {{id: r, title: t, expression: "{expr}", lane: release, severity: low, status: active,'
+        " owner: o, version: 1, reason: r}\n"
+    )
+    pack = CompiledPack.compile(parse_pack(text, "<p>"))
+    [c] = pack.rules
+    env = dict(NEUTRAL, **facts)
+    fast, reference = c.fast_and_reference(env)
+    assert fast is None or fast == reference
+    assert [h.rule_id for h in pack.evaluate(env)] == (["r"] if reference else [])
+
+
+def test_int64_min_modulo_minus_one_overflows_on_the_fast_path() -> None:
+    for expr in ("-9223372036854775808 % -1 == 0", "-9223372036854775808 / -1 == 0"):
+        with pytest.raises(CelError):
+            compile_cel(expr)({})
+
+
+def test_last_errors_keeps_the_message_per_rule() -> None:
+    pack = CompiledPack.compile(load_pack(PACKS / "starter.yaml"))
+    pack.evaluate(dict(NEUTRAL, split_count_24h=2**64))
+    assert pack.errors() == {"split_shipments": 1}
+    assert pack.last_errors() == {"split_shipments": "fact split_count_24h: integer out of the 64-bit range"}
