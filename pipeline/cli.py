@@ -180,6 +180,15 @@ def build_parser(prog: str = "bukong") -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         ),
     )
+    _delegate(
+        "pipeline.drill.cli",
+        sub.add_parser(
+            "drill",
+            help="the drill suite: fuzz, kill -9, outages, hostile packs, API attacks, soak",
+            description=_module_doc("pipeline.drill.cli"),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
+    )
     return ap
 
 

@@ -33,6 +33,7 @@ class Config:
     streams: int = 500
     soak_minutes: float = 10.0
     soak_rate: float = 200.0  # the demo's rate
+    soak_preroll_s: float | None = None  # simulated seconds sent at once first (None: the demo's 1.5 h)
     drain_s: float = 120.0  # how long to wait for the pipeline to catch up after a drill
     seed: int = 7
 
@@ -49,6 +50,7 @@ class Config:
             broker_pause_s=4.0,
             streams=60,
             soak_minutes=0.5,
+            soak_preroll_s=600.0,
             drain_s=60.0,
         )
 
@@ -399,6 +401,8 @@ def drill_soak(stack: Stack, cfg: Config, progress: Progress, group: str = "buko
     sim = LiveSim(
         stack.kafka, load_scenario("baseline"), cfg.soak_rate, seed=cfg.seed, partitions=stack.partitions
     )
+    if cfg.soak_preroll_s is not None:
+        sim.preroll_s = cfg.soak_preroll_s
     duration = minutes * 60
     warmup = max(min(60.0, duration / 3), duration / 5)
     every = 5.0 if duration >= 120 else 1.0

@@ -260,7 +260,6 @@ class Stack:
                 acks=1,
                 batch_size=256 * 1024,
                 max_request_size=4 * 1024 * 1024,
-                buffer_memory=256 * 1024 * 1024,
                 retries=10,
                 request_timeout_ms=40_000,
                 delivery_timeout_ms=180_000,
