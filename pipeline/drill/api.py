@@ -73,7 +73,7 @@ def attacks(analyst: str, operator: str, cookie_op: str, cid: str) -> list[Attac
         Attack(
             "cookie other role", "GET", "/api/hits", (401,), {"Cookie": "bukong_session=admin." + "0" * 64}
         ),
-        Attack("cookie garbage", "GET", "/api/hits", (401,), {"Cookie": "bukong_session=operator.%00%ff;;;=="}),
+        Attack("cookie garbage", "GET", "/api/hits", (401,), {"Cookie": "bukong_session=op.%00%ff;;;=="}),
         Attack(
             "analyst cookie signature on operator",
             "POST",

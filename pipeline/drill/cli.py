@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--keep-logs", action="store_true", help="keep the worker logs even when every check passed"
     )
+    p.add_argument("--report", type=Path, help="also write every drill's checks and figures here (JSON)")
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -177,6 +178,19 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(log_dir, ignore_errors=True)
     else:
         print(f"worker logs: {log_dir}", file=sys.stderr)
+    if args.report:
+        detail = [
+            {
+                "name": r.name,
+                "title": r.title,
+                "passed": r.passed,
+                "seconds": round(r.seconds, 1),
+                "checks": [{"check": w, "ok": ok, "evidence": d} for w, ok, d in r.checks],
+                "figures": r.figures,
+            }
+            for r in results
+        ]
+        args.report.write_bytes(orjson.dumps({"summary": out, "drills": detail}, default=str))
     print(orjson.dumps(out, default=str).decode(), flush=True)
     return 0 if out["passed"] else 1
 
