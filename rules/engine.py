@@ -34,15 +34,11 @@ class RuleHit:
     evidence: dict[str, Any]
 
 
-class _Invalid:
-    """Stands for a fact the reference runtime would not read faithfully (text with NUL, which it cuts, or an
-    unpaired surrogate, on which it fails the whole evaluation): it reads this as a value of the wrong type,
-    an evaluation error at the access, exactly what the fast path gives (rules/cel.py ``bad_text``)."""
-
-    __slots__ = ()
-
-
-_INVALID = _Invalid()
+# Stands for a fact the reference runtime would not read faithfully (text with NUL, which it cuts, or an
+# unpaired surrogate, on which it fails the whole evaluation): it reads this as a value of the wrong type, an
+# evaluation error at the access ("Unexpected value type for 'purpose': text_with_NUL_or_unpaired_surrogate"),
+# exactly what the fast path gives (rules/cel.py ``bad_text``).
+_INVALID = type("text_with_NUL_or_unpaired_surrogate", (), {"__slots__": ()})()
 
 
 def _for_reference(facts: dict[str, Any]) -> dict[str, Any]:
