@@ -6,7 +6,7 @@ const MAX_ROWS = 500;
 const LANG_KEY = "bukong.lang";
 const $ = (s) => document.querySelector(s);
 let role = null, hits = [], pending = [], selected = null, geo = null, dirty = false;
-let rulesById = {}, lastStats = null, lastDetail = null, detailPoll = null;
+let rulesById = {}, lastStats = null, lastDetail = null, detailPoll = null, actMsg = null;
 const seenRules = new Set(), seenPorts = new Set();
 const epsSeries = [], latSeries = [];
 let lastEvents = null;
@@ -152,7 +152,8 @@ function applyLang() {
 function esc(s) { return String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c])); }
 function fmtTime(ms) { return fmt.time.format(new Date(ms)); }
 function fmtDateTime(ms) { return fmt.dateTime.format(new Date(ms)); }
-function fmtValue(v) {
+function fmtValue(v, key) {
+  if (typeof v === "number" && key && key.endsWith("ts_ms")) return fmtDateTime(v);
   if (typeof v === "number") return Number.isInteger(v) ? fmt.int.format(v) : fmt.num.format(v);
   if (Array.isArray(v)) return v.join(", ");
   return String(v);
@@ -285,7 +286,7 @@ async function openDetail(id) {
   renderDetail();
 }
 function evidence(ev) {
-  const items = Object.entries(ev || {}).map(([k, v]) => `<code>${esc(k)}</code> = ${esc(fmtValue(v))}`);
+  const items = Object.entries(ev || {}).map(([k, v]) => `<code>${esc(k)}</code> = ${esc(fmtValue(v, k))}`);
   return items.length ? `<div class="evidence">${items.join(" · ")}</div>` : "";
 }
 function renderDetail() {
@@ -300,13 +301,15 @@ function renderDetail() {
     `<li><code>${esc(x.feature)}</code> = ${esc(fmtValue(x.value))} · ${esc(t(x.contribution >= 0 ? "raises" : "lowers"))}` +
     ` (${x.contribution >= 0 ? "+" : ""}${esc(fmt.num.format(x.contribution))})</li>`).join("");
   const facts = Object.entries(cmd.facts).filter(([, v]) => v !== "" && v !== 0 && v !== false && !(Array.isArray(v) && !v.length))
-    .map(([k, v]) => `<div>${esc(k)}: ${esc(fmtValue(v))}</div>`).join("");
+    .map(([k, v]) => `<div>${esc(k)}: ${esc(fmtValue(v, k))}</div>`).join("");
   let actions = "";
   if (role === "operator") {
-    actions = `<div class="actions"><button id="b-ack">${esc(t("ack"))}</button>
+    const done = st.status === "result" || st.status === "result_sent" || !!st.result_sent;
+    const off = (yes) => (yes ? " disabled" : "");
+    actions = `<div class="actions"><button id="b-ack"${off(st.status !== "sent")}>${esc(t("ack"))}</button>
       <select id="r-outcome">${["violation", "clean", "not_found"].map((o) => `<option value="${o}">${esc(term("outcome", o))}</option>`).join("")}</select>
       <input id="r-value" type="number" min="0" placeholder="${esc(t("value_found"))}"><input id="r-notes" placeholder="${esc(t("notes"))}">
-      <button id="b-result">${esc(t("report"))}</button> <span id="act-msg"></span></div>`;
+      <button id="b-result"${off(done)}>${esc(t("report"))}</button> <span id="act-msg"></span></div>`;
   } else {
     actions = `<p class="muted">${esc(t("read_only"))}</p>`;
   }
@@ -318,9 +321,13 @@ function renderDetail() {
     ` · ${esc(t("d_selection"))} ${esc(term("selection", cmd.selection))} · ${esc(t("d_pack"))} v${esc(cmd.pack_version)}` +
     ` · ${esc(t("d_model"))} v${esc(cmd.model_version)}</div>
     <h3>${esc(t("d_why"))}</h3><ul class="reasons">${reasons}</ul>${factors ? `<h3>${esc(t("d_factors"))}</h3><ul class="factors">${factors}</ul>` : ""}
-    ${cmd.missing.length ? `<p class="muted">${esc(t("d_missing"))}: ${esc(cmd.missing.join(", "))}</p>` : ""}
+    ${cmd.missing.length ? `<p class="muted">${esc(t("d_missing"))}${lang === "zh" ? "：" : ": "}${esc(cmd.missing.join(", "))}</p>` : ""}
     <h3>${esc(t("d_facts"))}</h3><div class="facts">${facts}</div><h3>${esc(t("d_track"))}</h3>${drawMap(d.track, cmd)}${actions}`;
   if (role === "operator") {
+    if (actMsg && actMsg.id === id) { // the answer to the last action stays until another hit is opened
+      $("#act-msg").textContent = actMsg.status === "error" ? actMsg.error : term("status", actMsg.status);
+      $("#act-msg").dataset.status = actMsg.status;
+    }
     if (keep) { $("#r-outcome").value = keep.o; $("#r-value").value = keep.v; $("#r-notes").value = keep.n; }
     $("#b-ack").onclick = () => act(id, "ack", {});
     $("#b-result").onclick = () => act(id, "result", {outcome: $("#r-outcome").value,
@@ -332,14 +339,13 @@ async function act(id, what, body) {
   const r = await api(`/api/commands/${encodeURIComponent(id)}/${what}`, {method: "POST",
     headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
   const j = await r.json();
-  const status = r.ok ? (what === "ack" ? "acknowledged" : "result_sent") : null;
+  const status = r.ok ? (what === "ack" ? String(j.status) : "result_sent") : null;
   if (status) for (const h of hits) if (h.command_id === id) h.status = status;
   if (status && lastDetail && lastDetail.command.command_id === id && lastDetail.status.status !== "result") {
     lastDetail.status.status = status;
-    renderDetail();
   }
-  const msg = $("#act-msg");
-  if (msg) { msg.textContent = r.ok ? term("status", j.status) : j.error; msg.dataset.status = r.ok ? j.status : "error"; }
+  actMsg = {id, status: r.ok ? j.status : "error", error: j.error};
+  if (lastDetail && lastDetail.command.command_id === id) renderDetail();
   if (status === "result_sent") { // the worker records the result: show it when it lands (up to a minute)
     stopDetailPoll();
     let tries = 0;
