@@ -48,6 +48,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         bad_events=args.bad_events,
         scenario=args.scenario,
         web=not args.no_web,
+        worker_metrics_port=args.worker_metrics_port,
     )
     print(orjson.dumps(summary).decode(), flush=True)
     return 0
@@ -143,6 +144,12 @@ def build_parser(prog: str = "bukong") -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=None)
     p.add_argument("--web-port", type=int, default=None)
     p.add_argument("--no-web", action="store_true", help="do not serve the live view")
+    p.add_argument(
+        "--worker-metrics-port",
+        type=int,
+        default=None,
+        help="worker i serves /metrics on this port + i (the web's is on its own port)",
+    )
     p.add_argument(
         "--scenario", default="baseline", help="simulator scenario: baseline, drift, border-surge, FILE"
     )

@@ -186,8 +186,11 @@ def run_demo(
     bad_events: int = 10,
     web: bool = True,
     scenario: str = "baseline",
+    worker_metrics_port: int | None = None,
 ) -> dict[str, Any]:
-    """Run the whole stack; return the summary (also printed as the last stdout line by the CLI)."""
+    """Run the whole stack; return the summary (also printed as the last stdout line by the CLI).
+
+    ``worker_metrics_port``: worker i serves /metrics on this port + i (for a Prometheus to scrape)."""
     with servers(settings.kafka_broker, settings.redis_url) as srv:
         create_topics(srv.kafka, settings.partitions, settings.topic_retention_ms)
         import redis
@@ -197,9 +200,18 @@ def run_demo(
         _say(f"broker   {srv.kafka} ({'embedded tansu' if settings.embedded_kafka else 'external'})")
         _say(f"redis    {srv.redis_url} ({'embedded valkey' if settings.embedded_redis else 'external'})")
         log_dir = settings.data_dir / "logs"
-        procs = [spawn_worker(srv.kafka, srv.redis_url, i, log_dir) for i in range(workers)]
-        supervisor = Supervisor(lambda i: spawn_worker(srv.kafka, srv.redis_url, i, log_dir), procs)
+
+        def metrics_port(i: int) -> int | None:
+            return worker_metrics_port + i if worker_metrics_port else None
+
+        procs = [spawn_worker(srv.kafka, srv.redis_url, i, log_dir, metrics_port(i)) for i in range(workers)]
+        supervisor = Supervisor(
+            lambda i: spawn_worker(srv.kafka, srv.redis_url, i, log_dir, metrics_port(i)), procs
+        )
         _say(f"logs     {log_dir}/worker-*.log")
+        if worker_metrics_port:
+            ports = ", ".join(str(metrics_port(i)) for i in range(workers))
+            _say(f"metrics  workers' /metrics on 127.0.0.1 port {ports}")
         web_runner = None
         try:
             wait_workers_ready(srv.redis_url, workers, len(c.INPUT_TOPICS), settings.partitions)
