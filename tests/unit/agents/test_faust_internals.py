@@ -1,0 +1,116 @@
+"""agents/fastpath.py and agents/faust_tuning.py override Faust internals. If an upgrade of faust-streaming
+changes their shape, these tests fail loudly (instead of the worker silently losing batches or commits)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import pytest
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from agents import faust_tuning
+from agents.fastpath import BatchConsumer, OffsetCommitter
+
+
+def _params(fn: Any) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "params", "coroutine"),
+    [
+        (faust_aiokafka.Consumer, "_drain_messages", ["self", "fetcher"], True),
+        (faust_aiokafka.Consumer, "_wait_next_records", ["self", "timeout"], True),
+        (faust_aiokafka.Consumer, "perform_seek", ["self"], True),
+        (faust_aiokafka.Consumer, "_to_message", ["self", "tp", "record"], False),
+        (faust_aiokafka.AIOKafkaConsumerThread, "commit", ["self", "offsets"], True),
+        (faust_aiokafka.Producer, "_settings_extra", ["self"], False),
+        (faust_consumer.Consumer, "_new_offset", ["self", "tp"], False),
+    ],
+)
+def test_overridden_faust_internals_keep_their_shape(
+    owner: type, name: str, params: list[str], coroutine: bool
+) -> None:
+    fn = getattr(owner, name, None)
+    assert fn is not None, f"faust no longer has {owner.__name__}.{name}: agents/fastpath.py must be ported"
+    assert _params(fn) == params, f"{owner.__name__}.{name} changed signature: {inspect.signature(fn)}"
+    assert inspect.iscoroutinefunction(fn) is coroutine
+
+
+def test_worker_consumer_factory_keeps_its_shape() -> None:
+    original = faust_tuning._original  # the stock factory, before faust_tuning wraps it
+    assert _params(original) == ["self", "transport"]
+    assert not inspect.iscoroutinefunction(original)
+    # the wrapped factory sets this private aiokafka attribute, read when the consumer starts
+    import aiokafka
+
+    assert "_fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
+
+
+def test_consumer_state_we_touch_still_exists() -> None:
+    assert "_read_offset" in faust_consumer.Consumer.__annotations__
+    assert "self._thread" in inspect.getsource(faust_consumer.ThreadDelegateConsumer.__init__)
+    assert hasattr(faust_aiokafka.Consumer, "consumer_stopped_errors")
+    assert issubclass(BatchConsumer, faust_aiokafka.Consumer)
+
+
+def test_faust_commits_only_acked_offsets_so_the_hot_path_is_committed_by_us_alone() -> None:
+    """Hot-topic records never become Faust messages, so they are never acked; Faust's own commit takes its
+    offsets from the acked lists only, hence never commits a hot partition ahead of the OffsetCommitter."""
+    src = inspect.getsource(faust_consumer.Consumer._new_offset)
+    assert "self._acked[tp]" in src
+    commit_src = inspect.getsource(faust_consumer.Consumer._commit_tps)
+    assert "_filter_committable_offsets" in commit_src or "_new_offset" in commit_src
+    drain = inspect.getsource(BatchConsumer._drain_messages)
+    assert "self.ack(" not in drain and ".ack(" not in drain
+
+
+def test_producer_send_returns_the_delivery_future_not_the_ack() -> None:
+    """Faust's send awaits aiokafka's send, which only queues the record; the Runtime must await the future
+    it returns (agents/runtime.py _wait_acks), or Redis would say "sent" before the broker has it."""
+    sig = inspect.signature(faust_aiokafka.Producer.send)
+    assert "partition" in sig.parameters
+    assert "Awaitable" in str(sig.return_annotation)
+
+
+class _Thread:
+    def __init__(self) -> None:
+        self.commits: list[dict[Any, int]] = []
+
+    async def commit(self, offsets: dict[Any, int]) -> bool:
+        self.commits.append(dict(offsets))
+        return True
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self._thread = _Thread()
+
+
+class _Rec:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def test_offset_committer_commits_the_next_offset_of_processed_batches_only() -> None:
+    asyncio.run(_offset_committer())
+
+
+async def _offset_committer() -> None:
+    from faust.types import TP
+
+    consumer = _Consumer()
+    cm = OffsetCommitter(consumer, interval_s=3600)  # type: ignore[arg-type]
+    a, b = TP("declarations", 0), TP("logistics", 1)
+    await cm.commit()
+    assert consumer._thread.commits == []  # nothing processed: nothing committed
+    cm.processed({a: [_Rec(5), _Rec(9)], b: [_Rec(3)]})
+    await cm.maybe_commit()
+    assert consumer._thread.commits == []  # not due yet
+    await cm.commit(only=[b])
+    assert consumer._thread.commits == [{b: 4}]
+    await cm.commit()
+    assert consumer._thread.commits[-1] == {a: 10}
