@@ -108,7 +108,7 @@ def _fuzz_value(kind: str, topic: str, rng: random.Random) -> bytes | None:
         field = rng.choice(list(good))
         return orjson.dumps(dict(good, **{field: rng.choice(_WRONG)}))
     if kind == "deep_nesting":
-        depth = rng.choice((300, 2000, 50_000))
+        depth = rng.choice((300, 1025, 3000))  # orjson refuses past 1024 levels
         if rng.random() < 0.5:
             return b"[" * depth + b"]" * depth
         field = rng.choice(list(good))
