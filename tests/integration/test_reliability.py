@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from pipeline import contracts as c
-from pipeline.commands import READY_KEY, STATUS_PREFIX, command_id
+from pipeline.commands import STATS_KEY, STATUS_PREFIX, command_id
 from pipeline.embedded import Servers, free_port, start_tansu, start_valkey
 from pipeline.topics import create_topics
 from tests.conftest import PARTITIONS, Stack, declaration, start_worker, stop_worker, wait_ready, weighbridge
@@ -136,30 +136,41 @@ def assert_exactly_once(srv: Servers, uid: str, decl_ids: list[str], timeout_s: 
 
 
 def worker(
-    own: Own, tmp_path: Path, index: int = 0, metrics_port: int | None = None
+    own: Own, tmp_path: Path, index: int = 0, metrics_port: int | None = None, session_ms: str = SESSION_MS
 ) -> subprocess.Popen[bytes]:
-    env = {"BUKONG_SESSION_TIMEOUT_MS": SESSION_MS}
+    env = {"BUKONG_SESSION_TIMEOUT_MS": session_ms}
     if metrics_port:
         env["BUKONG_METRICS_PORT"] = str(metrics_port)
     return start_worker(own.srv, tmp_path, extra_env=env, index=index)
 
 
+def _processed(srv: Servers) -> int:
+    return int(redis.Redis.from_url(srv.redis_url).hget(STATS_KEY, "events") or 0)
+
+
 def test_kill_9_at_random_moments_loses_and_doubles_no_command(own: Own, tmp_path: Path, uid: str) -> None:
     rng = random.Random(uid)
-    proc = worker(own, tmp_path)
+    t0 = time.monotonic()
+    proc = worker(own, tmp_path, session_ms="3000")
     procs = [proc]
     try:
         wait_ready(own.srv)
-        feeder = Feeder(own.srv.kafka, uid, trucks=240, rate=12)
+        feeder = Feeder(own.srv.kafka, uid, trucks=300, rate=15)
         feeder.start()
         for kill in range(3):
-            time.sleep(rng.uniform(1.5, 4.5))  # a random moment under load
+            # a random moment while the worker is processing (after a restart: catching up a backlog)
+            before = _processed(own.srv)
+            deadline = time.monotonic() + 30
+            while _processed(own.srv) == before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 1.0))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-            redis.Redis.from_url(own.srv.redis_url).delete(READY_KEY)
-            proc = worker(own, tmp_path, index=kill + 1)
+            print(
+                f"kill {kill + 1} at {time.monotonic() - t0:.1f} s, {_processed(own.srv)} records processed"
+            )
+            proc = worker(own, tmp_path, index=kill + 1, session_ms="3000")
             procs.append(proc)
-            wait_ready(own.srv)
         decl_ids = feeder.finish()
         assert_exactly_once(own.srv, uid, decl_ids, timeout_s=60)
         assert proc.poll() is None
