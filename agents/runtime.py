@@ -456,6 +456,7 @@ class Runtime:
                             continue
                     elif o.command is None:
                         self.stats.possible_doubles += 1  # a lost ack may mean the broker has it already
+                    self.metrics.resent_records.labels(o.topic).inc()
                     todo.append(o)
         finally:
             if waiting:
@@ -803,6 +804,7 @@ class Runtime:
             if int(claimed):
                 fresh.append(o)
                 self.stats.resent += 1
+                self.metrics.resent_records.labels(c.DISPATCH_COMMANDS).inc()
                 log.warning("command %s was reserved but never reached the broker: sending it now", cid)
             else:
                 dup += 1  # another worker took it over in between

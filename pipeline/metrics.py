@@ -40,6 +40,7 @@ class Metrics(NamedTuple):
     dependency_up: Gauge
     rule_errors: Counter
     results_unknown_command: Counter
+    resent_records: Counter
     partition_stuck: Gauge
     fetch_wait_ms: Gauge
 
@@ -148,6 +149,13 @@ class Metrics(NamedTuple):
             results_unknown_command=Counter(
                 "bukong_results_unknown_command",
                 "Inspection results naming a command id that does not exist (status not recorded)",
+                registry=r,
+            ),
+            resent_records=Counter(
+                "bukong_resent_records",
+                "Records sent again after a failed delivery, by topic (commands only when not on the log; "
+                "dead letters and notifications may be doubles)",
+                ["topic"],
                 registry=r,
             ),
             partition_stuck=Gauge(
