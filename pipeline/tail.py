@@ -257,6 +257,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
     s = Settings.from_env()
     broker = args.broker or s.kafka_broker
     if not broker:
@@ -284,6 +286,13 @@ def run(args: argparse.Namespace) -> int:
     except TailError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KafkaError as exc:
+        print(
+            f"error: the broker at {broker} failed while reading {args.topic} ({exc}); "
+            "check that it is a Kafka broker and that it runs, then try again",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # `bukong tail ... | head`
