@@ -9,9 +9,11 @@ fetch only ``fetch_max_wait_ms`` to list a partition's stored batches, and that 
 of batches it holds (it never applies retention): past ~20-30k batches a 5 ms wait returns nothing, at any
 offset, forever (docs/reliability.md). A partition that has lag, while the worker sits idle waiting for
 records, and still makes no progress is *starved*: the governor doubles the wait (up to ``cap_ms``) until
-records flow again. It never lowers the wait on its own, because the broker's listing only gets longer; a
-restart starts again from the configured wait. On Apache Kafka a fetch returns as soon as data is there, so a
-longer wait costs nothing and the governor simply never fires.
+records flow again. The broker also waits that long before it answers a fetch with nothing new, so a long
+wait costs latency at low rates: after ``calm_ticks`` observations without starvation the governor lowers
+the wait by a quarter (never below ``base_ms``), and raises it again if that was too short (a lagging
+partition then waits ``patience`` observations). On Apache Kafka a fetch returns as soon as data is there,
+nothing starves, and the wait stays where it was configured.
 
 ``StuckDetector`` reports a partition whose lag is positive while its position has stood still for
 ``after_s`` seconds, whatever the reason (a starved fetch, a blocked dependency, a poison record): the caller
@@ -43,8 +45,10 @@ class FetchGovernor:
     base_ms: int = 5
     cap_ms: int = 2000
     patience: int = 2  # consecutive starved observations before the wait is raised
+    calm_ticks: int = 60  # observations without starvation before the wait is lowered by a quarter
     wait_ms: int = 0
     raised: int = 0  # times the wait went up (for the log and tests)
+    _calm: int = 0
     _last: dict[TP, int] = field(default_factory=dict)
     _starved: dict[TP, int] = field(default_factory=dict)
 
@@ -72,7 +76,15 @@ class FetchGovernor:
         for tp in [tp for tp in self._last if tp not in progress]:  # revoked partitions
             self._last.pop(tp, None)
             self._starved.pop(tp, None)
-        if not starved or self.wait_ms >= self.cap_ms:
+        if not starved:
+            self._calm += 1
+            if self._calm < self.calm_ticks or self.wait_ms <= self.base_ms:
+                return None
+            self._calm = 0
+            self.wait_ms = max(self.base_ms, self.wait_ms * 3 // 4)
+            return self.wait_ms
+        self._calm = 0
+        if self.wait_ms >= self.cap_ms:
             return None
         self.wait_ms = min(self.cap_ms, max(2 * self.wait_ms, 20))
         self.raised += 1

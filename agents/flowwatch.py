@@ -104,8 +104,13 @@ class FlowWatch:
         eligible = False
         if lagging and not self.busy:
             eligible = moved or await self.broker_answers(app)
+        before = self.governor.wait_ms
         new_wait = self.governor.observe(progress, eligible)
-        if new_wait is not None and set_fetch_wait(app, new_wait):
+        if new_wait is not None:
+            set_fetch_wait(app, new_wait)
+        if new_wait is not None and new_wait < before:
+            log.info("no partition starved for a while: fetch wait lowered to %d ms", new_wait)
+        elif new_wait is not None and new_wait > before:
             starved = sorted(f"{t}:{p}" for (t, p), pr in progress.items() if pr.lag)
             log.warning(
                 "input partitions with lag return no records at the current fetch wait; raising it to %d ms "

@@ -13,6 +13,7 @@ D0 = ("declarations", 0)
 def test_a_lagging_partition_that_returns_nothing_raises_the_wait_until_the_cap() -> None:
     g = FetchGovernor(base_ms=5, cap_ms=200, patience=2)
     stalled = {T0: Progress(highwater=30_000, done=21_790), D0: Progress(500, 500)}
+    # (D0 is caught up: calm, but the starved T0 keeps the wait from coming down)
     waits = [g.observe(stalled, eligible=True) for _ in range(12)]
     raised = [w for w in waits if w is not None]
     assert raised == [20, 40, 80, 160, 200]  # doubled (at least 20 ms), never past the cap
@@ -28,6 +29,18 @@ def test_the_wait_stays_when_the_partition_moves_or_the_worker_is_busy() -> None
     for _ in range(10):  # caught up: nothing to fetch
         assert g.observe({T0: Progress(9_000, 9_000)}, eligible=True) is None
     assert g.wait_ms == 5
+
+
+def test_a_raised_wait_comes_down_by_quarters_once_nothing_starves() -> None:
+    g = FetchGovernor(base_ms=5, cap_ms=200, patience=2, calm_ticks=3)
+    stalled = {T0: Progress(30_000, 100)}
+    while g.observe(stalled, eligible=True) != 40:
+        pass
+    caught_up = {T0: Progress(30_000, 30_000)}
+    changes = [g.observe(caught_up, eligible=True) for _ in range(30)]
+    assert [w for w in changes if w is not None] == [30, 22, 16, 12, 9, 6, 5]  # down to the configured wait
+    assert g.observe({T0: Progress(40_000, 30_000)}, eligible=True) is None  # starved once: patience
+    assert g.observe({T0: Progress(40_000, 30_000)}, eligible=True) == 20  # too short again: back up
 
 
 def test_a_revoked_partition_is_forgotten() -> None:
