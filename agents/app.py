@@ -171,7 +171,23 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
     async def rule_pack_reloader() -> None:
         """Every worker reads the whole rule-packs topic (a broadcast, not a group) and swaps packs atomically
         between batches: no event is scored by half a pack."""
-        await follow_rule_packs(kafka, runtime(), metrics)
+        delay = 0.1
+        while True:
+            try:
+                await follow_rule_packs(kafka, runtime(), metrics)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker went away: the live pack stays, follow again with backoff
+                metrics.dependency_retries.labels("broker").inc()
+                log.warning(
+                    "rule-pack follower stopped (%s: %s); the live pack stays, following again in %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     results = app.topic(c.INSPECTION_RESULTS, value_serializer="raw", key_serializer="raw")
 
