@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import string
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from features.schema import FACT_TYPES, NEUTRAL
@@ -95,6 +95,7 @@ def env() -> Any:
     return cel.NewEnv(variables=types)
 
 
+@lru_cache(maxsize=2048)  # parse_pack checks, then CompiledPack.compile compiles: the same text, once
 def compile_reference(expression: str) -> Any:
     """The checked reference program; raises ValueError with the checker's message."""
     try:
