@@ -8,6 +8,7 @@ const $ = (s) => document.querySelector(s);
 let role = null, hits = [], pending = [], selected = null, geo = null, dirty = false;
 let rulesById = {}, lastStats = null, lastDetail = null, detailPoll = null, actMsg = null;
 const seenRules = new Set(), seenPorts = new Set();
+let known = new Set(); // command ids on the page: a stream that resumes may send a hit twice
 const epsSeries = [], latSeries = [];
 let lastEvents = null;
 
@@ -116,7 +117,14 @@ function term(group, value) { // a lane, severity, status, outcome, selection or
   return value in g ? g[value] : String(value ?? "");
 }
 const HAN = /\p{Script=Han}/u;
-function pick(text) { // "English (中文)" or "English 中文" -> the part in the chosen language
+const memo = new Map(); // label and time strings of the current language (cleared on a switch; bounded)
+function cached(key, make) {
+  let v = memo.get(key);
+  if (v === undefined) { if (memo.size > 20000) memo.clear(); v = make(); memo.set(key, v); }
+  return v;
+}
+function pick(text) { return cached("p" + text, () => pickNow(text)); }
+function pickNow(text) { // "English (中文)" or "English 中文" -> the part in the chosen language
   const s = String(text ?? "");
   const m = s.match(/^(.*?)\s*[(（]([^()（）]*\p{Script=Han}[^()（）]*)[)）]\s*$/u);
   if (m && m[1]) return lang === "zh" ? m[2].trim() : m[1].trim();
@@ -133,6 +141,7 @@ function setLang(l) {
   lang = l === "zh" ? "zh" : "en";
   try { localStorage.setItem(LANG_KEY, lang); } catch (e) { /* private mode: the switch still works */ }
   makeFormatters();
+  memo.clear();
   applyLang();
 }
 function applyLang() {
@@ -145,12 +154,12 @@ function applyLang() {
   if (lastStats) renderStats(lastStats);
   if (lastDetail) renderDetail(); else $("#detail").innerHTML = `<p class="muted">${esc(t("select_hit"))}</p>`;
   if ($("#login-error").textContent) $("#login-error").textContent = t("unknown_token");
-  schedule();
+  schedule(true);
 }
 
 // ------------------------------------------------------------------------------------------- helpers
 function esc(s) { return String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c])); }
-function fmtTime(ms) { return fmt.time.format(new Date(ms)); }
+function fmtTime(ms) { return cached("t" + ms, () => fmt.time.format(new Date(ms))); }
 function fmtDateTime(ms) { return fmt.dateTime.format(new Date(ms)); }
 function fmtValue(v, key) {
   if (typeof v === "number" && key && key.endsWith("ts_ms")) return fmtDateTime(v);
@@ -207,31 +216,66 @@ function matches(h, f) {
 }
 
 // ---------------------------------------------------------------------------------------------- list
+// New hits are prepended as rows (cost ~ the new hits); the whole list is redrawn only when the filters,
+// the language, the rule names or a status change.
+let fullRender = true, shown = 0;
+function rowHtml(h) {
+  const st = h.status || "sent";
+  return `<tr data-id="${esc(h.command_id)}" data-port="${esc(h.port)}" data-lane="${esc(h.lane)}" ` +
+    `data-severity="${esc(h.severity)}" data-rules="${esc(h.rule_ids.join(" "))}"` +
+    `${h.command_id === selected ? ' class="sel"' : ""}><td>${fmtTime(h.decided_ts_ms)}</td>` +
+    `<td>${esc(portName(h.port))}</td><td>${esc(term("lane", h.lane))}</td>` +
+    `<td><span class="sev-${esc(h.severity)}">${esc(term("severity", h.severity))}</span></td>` +
+    `<td>${esc(h.conveyance_id)}</td>` +
+    `<td>${esc(h.rule_ids.length ? h.rule_ids.map(ruleName).join(lang === "zh" ? "、" : ", ") : term("selection", h.selection))}</td>` +
+    `<td>${fmt.score.format(h.score)}</td><td>${esc(term("status", st))}</td></tr>`;
+}
 function render() {
   dirty = false;
-  if (pending.length) { hits = pending.reverse().concat(hits).slice(0, 5000); pending = []; }
-  const f = filters(), rows = [];
-  for (const h of hits) {
-    if (!matches(h, f)) continue;
-    const st = h.status || "sent";
-    rows.push(`<tr data-id="${esc(h.command_id)}" data-port="${esc(h.port)}" data-lane="${esc(h.lane)}" ` +
-      `data-severity="${esc(h.severity)}" data-rules="${esc(h.rule_ids.join(" "))}" data-status="${esc(st)}"` +
-      `${h.command_id === selected ? ' class="sel"' : ""}><td>${fmtTime(h.decided_ts_ms)}</td>` +
-      `<td title="${esc(h.port)}">${esc(portName(h.port))}</td><td>${esc(term("lane", h.lane))}</td>` +
-      `<td><span class="sev-${esc(h.severity)}">${esc(term("severity", h.severity))}</span></td>` +
-      `<td>${esc(h.conveyance_id)}</td><td title="${esc(h.rule_ids.join(", "))}">` +
-      `${esc(h.rule_ids.length ? h.rule_ids.map(ruleName).join(lang === "zh" ? "、" : ", ") : term("selection", h.selection))}</td>` +
-      `<td>${fmt.score.format(h.score)}</td><td>${esc(term("status", st))}</td></tr>`);
-    if (rows.length >= MAX_ROWS) break;
+  const f = filters(), tbody = $("#hits tbody");
+  if (pending.length) {
+    const fresh = pending.reverse();
+    pending = [];
+    hits = fresh.concat(hits);
+    if (hits.length > 5000) hits.length = 5000;
+    if (!fullRender) {
+      const rows = [];
+      for (const h of fresh) if (matches(h, f)) { rows.push(rowHtml(h)); if (rows.length >= MAX_ROWS) break; }
+      if (rows.length) {
+        tbody.insertAdjacentHTML("afterbegin", rows.join(""));
+        shown += rows.length;
+        for (; shown > MAX_ROWS; shown--) tbody.lastElementChild.remove();
+      }
+    }
   }
-  $("#hits tbody").innerHTML = rows.join("");
-  $("#counter").textContent = t("counter", {shown: fmt.int.format(rows.length), received: fmt.int.format(hits.length)});
+  if (fullRender) {
+    fullRender = false;
+    const rows = [];
+    for (const h of hits) {
+      if (!matches(h, f)) continue;
+      rows.push(rowHtml(h));
+      if (rows.length >= MAX_ROWS) break;
+    }
+    tbody.innerHTML = rows.join("");
+    shown = rows.length;
+  }
+  $("#counter").textContent = t("counter", {shown: fmt.int.format(shown), received: fmt.int.format(hits.length)});
 }
-function schedule() { if (!dirty) { dirty = true; requestAnimationFrame(render); } }
+function schedule(full) {
+  if (full) fullRender = true;
+  if (!dirty) { dirty = true; requestAnimationFrame(render); }
+}
+function markSelected(id) {
+  for (const tr of document.querySelectorAll("#hits tbody tr.sel")) tr.classList.remove("sel");
+  for (const tr of document.querySelectorAll("#hits tbody tr")) if (tr.dataset.id === id) tr.classList.add("sel");
+}
 
 function onHits(batch) {
   let newOptions = false;
   for (const h of batch) {
+    if (known.has(h.command_id)) continue;
+    known.add(h.command_id);
+    if (known.size > 20000) known = new Set(hits.concat(pending, [h]).map((x) => x.command_id));
     pending.push(h);
     newOptions = noteSeen(h) || newOptions;
     if (h.trigger && h.trigger.produced_ms && h.dispatched_ms) latSeries.push(h.dispatched_ms - h.trigger.produced_ms);
@@ -278,7 +322,7 @@ function drawMap(track, cmd) {
 // -------------------------------------------------------------------------------------------- detail
 async function openDetail(id) {
   if (selected !== id) stopDetailPoll();
-  selected = id; schedule();
+  selected = id; markSelected(id);
   const r = await api(`/api/commands/${encodeURIComponent(id)}`);
   if (!r.ok) { lastDetail = null; $("#detail").innerHTML = `<p class="error">${esc((await r.json()).error)}</p>`; return; }
   if (selected !== id) return; // another hit was opened meanwhile
@@ -358,11 +402,11 @@ async function act(id, what, body) {
         stopDetailPoll();
         lastDetail = dd; renderDetail();
         for (const h of hits) if (h.command_id === id) h.status = "result";
-        schedule();
+        schedule(true);
       }
     }, 2000);
   }
-  schedule();
+  if (status) schedule(true);
 }
 
 // --------------------------------------------------------------------------------------------- stats
@@ -403,7 +447,7 @@ async function refreshRules() {
   rulesById = byId;
   fillFilters();
   if (lastStats) renderStats(lastStats);
-  schedule();
+  schedule(true);
 }
 
 async function start() {
@@ -419,7 +463,7 @@ async function start() {
   const es = new EventSource("/api/stream");
   es.addEventListener("hits", (e) => onHits(JSON.parse(e.data)));
   $("#hits tbody").addEventListener("click", (e) => { const tr = e.target.closest("tr"); if (tr) openDetail(tr.dataset.id); });
-  for (const id of ["#f-port", "#f-lane", "#f-severity", "#f-rule"]) $(id).addEventListener("input", schedule);
+  for (const id of ["#f-port", "#f-lane", "#f-severity", "#f-rule"]) $(id).addEventListener("input", () => schedule(true));
   refreshStats(); setInterval(refreshStats, 2000);
   setInterval(() => refreshRules().catch(() => {}), 30000); // a published pack renames and adds rules
 }
