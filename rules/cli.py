@@ -3,6 +3,7 @@
 python -m pipeline rules check rules/packs/starter.yaml     # files or folders; runs the examples too
 python -m pipeline rules test rules/packs                   # the rules' examples (must hit / must not hit)
 python -m pipeline rules list
+python -m pipeline rules stats --broker host:port --redis redis://...  # live hits per rule, shadow too
 python -m pipeline rules publish rules/packs/candidate.yaml --broker host:port   # every worker swaps
 python -m pipeline rules rollback --broker host:port                              # back to the previous
 python -m pipeline rules backtest --pack candidate.yaml --events rec.jsonl [--truth rec.truth.jsonl]
@@ -46,6 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if name == "publish":
             c.add_argument("path", type=Path)
         c.add_argument("--broker", default=os.environ.get("KAFKA_BROKER"), help="Kafka host:port")
+    c = sub.add_parser(
+        "stats", help="the live pack's rules with their hits, shadow hits and hit rates so far"
+    )
+    c.add_argument("--broker", default=os.environ.get("KAFKA_BROKER"), help="Kafka host:port")
+    c.add_argument("--redis", default=os.environ.get("REDIS_URL"), help="Redis URL the workers count in")
     c = sub.add_parser("backtest", help="replay recorded events through the core with a candidate pack")
     c.add_argument("--pack", type=Path, required=True)
     c.add_argument("--baseline", type=Path, default=DEFAULT_PACK, help="the live pack to compare with")
@@ -67,6 +73,14 @@ def run(args: argparse.Namespace) -> int:
         return test(*args.path)
     if cmd == "list":
         return list_rules(args.path)
+    if cmd == "stats":
+        if not args.broker or not args.redis:
+            print(
+                "error: give --broker host:port and --redis URL (or set KAFKA_BROKER, REDIS_URL)",
+                file=sys.stderr,
+            )
+            return 2
+        return stats(args.broker, args.redis)
     if cmd in ("publish", "rollback"):
         if not args.broker:
             print("error: give --broker host:port (or set KAFKA_BROKER)", file=sys.stderr)
@@ -268,4 +282,54 @@ def rollback(broker: str) -> int:
     _send(broker, pack_to_bytes(restored, previous=live))
     what = f"version {previous}" if previous else f"the start-up pack ({DEFAULT_PACK.name})"
     print(f"rolled back: the rules of {what} are live again as version {restored.version}")
+    return 0
+
+
+def stats(broker: str, redis_url: str) -> int:
+    """The rules of the live pack (the last one published, or the start-up pack) with what the workers counted
+    for them in Redis: hits (active), shadow hits, dispatched, inspection results, confirmed, hit rate."""
+    import redis
+
+    from pipeline.commands import META_KEY, RULE_STATS_KEY, STATS_KEY
+    from rules.pack import parse_pack
+
+    history = _history(broker)
+    try:
+        live = parse_pack(history[-1]["source"], "<live>") if history else load_pack(DEFAULT_PACK)
+    except PackError as exc:
+        print(f"error: the live pack does not validate here: {exc}", file=sys.stderr)
+        return 1
+    r = redis.Redis.from_url(redis_url)
+    try:
+        counts: dict[bytes, bytes] = r.hgetall(RULE_STATS_KEY)  # type: ignore[assignment]
+        totals: dict[bytes, bytes] = r.hgetall(STATS_KEY)  # type: ignore[assignment]
+        meta: dict[bytes, bytes] = r.hgetall(META_KEY)  # type: ignore[assignment]
+    finally:
+        r.close()
+    per_rule: dict[str, dict[str, int]] = {}
+    for k, v in counts.items():
+        parts = k.decode(errors="replace").split("|")
+        if len(parts) == 3 and v.isdigit():
+            d = per_rule.setdefault(parts[0], {})
+            d[parts[2]] = d.get(parts[2], 0) + int(v)
+    decisions = int(totals.get(b"decisions", b"0") or 0)
+    running = bytes(meta.get(b"pack_version") or b"?").decode()
+    print(
+        f"live pack '{live.name}' version {live.version} (workers report version {running}); "
+        f"{decisions} declarations scored"
+    )
+    print(
+        "| rule | status | hits | shadow hits | per 1,000 declarations | dispatched | results | confirmed "
+        "| hit rate |"
+    )
+    print("|" + "---|" * 9)
+    for rule in live.rules:
+        d = per_rule.get(rule.id, {})
+        hits = d.get("hits", 0) + d.get("shadow_hits", 0)
+        per_k = f"{1000 * hits / decisions:.1f}" if decisions else "-"
+        rate = f"{d.get('confirmed', 0) / d['results']:.0%}" if d.get("results") else "-"
+        print(
+            f"| {rule.id} | {rule.status} | {d.get('hits', 0)} | {d.get('shadow_hits', 0)} | {per_k} | "
+            f"{d.get('dispatched', 0)} | {d.get('results', 0)} | {d.get('confirmed', 0)} | {rate} |"
+        )
     return 0
