@@ -479,7 +479,7 @@ class Runtime:
             ends = await self.retry("broker", "reading the dispatch log's end offsets", dl.end_offsets)
             for p, end in ends.items():
                 self._hint[p] = max(self._hint.get(p, 0), end)
-            if not self.dispatch_partitions:
+            if ends:  # the topic as it is (it may have been created with another partition count)
                 self.dispatch_partitions = len(ends)
         if not self.dispatch_partitions:
             self.dispatch_partitions = self.changelog.partitions if self.changelog is not None else 1
