@@ -13,6 +13,7 @@ drill's own: KAFKA_BROKER and REDIS_URL are ignored, since the drill must pause,
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -157,13 +158,14 @@ def run(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(msg, refresh=False)
                 bar.update(0)
 
-            t = time.monotonic()
+            t, load0 = time.monotonic(), os.getloadavg()[0]
             try:
                 res = DRILLS[name](stack, cfg, progress)
             except Exception as exc:
                 res = DrillResult(name, NAMES[name])
                 res.check("the drill ran to the end", False, f"{type(exc).__name__}: {exc}")
             res.seconds = time.monotonic() - t
+            res.figures["load_avg_1m"] = [round(load0, 1), round(os.getloadavg()[0], 1)]  # this machine's
             results.append(res)
             bar.update(1)
     finally:

@@ -27,14 +27,15 @@ class Config:
     huge: int = 20  # 1 MB values among the fuzzed records
     good_every: int = 20  # one must-dispatch pair per this many fuzzed records
     kills: int = 10
-    load_rate: float = 100.0  # must-dispatch pairs per second during the kill and outage drills
     redis_pause_s: float = 30.0
     broker_pause_s: float = 20.0
     streams: int = 500
     soak_minutes: float = 10.0
     soak_rate: float = 200.0  # the demo's rate
     soak_preroll_s: float | None = None  # simulated seconds sent at once first (None: the demo's 1.5 h)
-    drain_s: float = 120.0  # how long to wait for the pipeline to catch up after a drill
+    load_rate: float = 50.0  # must-dispatch pairs per second (100 records/s) in the kill and outage drills
+    drain_stall_s: float = 60.0  # after a drill, wait while the pipeline makes progress; give up after this
+    drain_cap_s: float = 900.0  # ... still stalled, or at the latest after this
     seed: int = 7
 
     @classmethod
@@ -51,7 +52,8 @@ class Config:
             streams=60,
             soak_minutes=0.5,
             soak_preroll_s=600.0,
-            drain_s=60.0,
+            drain_stall_s=30.0,
+            drain_cap_s=180.0,
         )
 
 
@@ -118,16 +120,31 @@ def flush(stack: Stack, timeout_s: float = 120.0) -> None:
         pass
 
 
-def wait_decided(stack: Stack, decl_ids: set[str], timeout_s: float, progress: Progress) -> set[str]:
-    """Wait until every declaration has a command on dispatch-commands; return the ones that have none."""
-    deadline = time.monotonic() + timeout_s
-    missing = set(decl_ids)
-    while time.monotonic() < deadline:
-        missing = {d for d in missing if d not in stack.tracker.decided}
-        progress(f"waiting for {len(missing)} of {len(decl_ids)} commands")
-        if not missing:
-            break
+def drain(cfg: Config, remaining: Callable[[], int], progress: Progress, what: str) -> int:
+    """Wait while ``remaining()`` goes down: until it is 0, or it has not moved for ``drain_stall_s``, or
+    ``drain_cap_s`` has passed. A backlog is not a loss; a pipeline that stopped moving has lost them."""
+    start = time.monotonic()
+    last, moved = remaining(), start
+    while (
+        last and time.monotonic() - moved < cfg.drain_stall_s and time.monotonic() - start < cfg.drain_cap_s
+    ):
         time.sleep(0.5)
+        now = remaining()
+        if now < last:
+            last, moved = now, time.monotonic()
+        progress(f"waiting for {now} {what} ({time.monotonic() - start:.0f} s)")
+    return last
+
+
+def wait_decided(stack: Stack, decl_ids: set[str], cfg: Config, progress: Progress) -> set[str]:
+    """Wait until every declaration has a command on dispatch-commands; return the ones that have none."""
+    missing = set(decl_ids)
+
+    def remaining() -> int:
+        missing.difference_update([d for d in missing if d in stack.tracker.decided])
+        return len(missing)
+
+    drain(cfg, remaining, progress, f"of {len(decl_ids)} commands")
     return missing
 
 
@@ -151,7 +168,7 @@ def _loss_checks(
 ) -> int:
     flush(stack)
     sent, unacked = acked_ids(pairs)
-    missing = wait_decided(stack, sent, cfg.drain_s, progress)
+    missing = wait_decided(stack, sent, cfg, progress)
     cids = {stack.tracker.decided[d] for d in sent if d in stack.tracker.decided}
     doubled = stack.tracker.doubled(cids)
     res.figures.update({"must_dispatch_sent": len(sent), "not_acked_by_broker": unacked, label: len(missing)})
@@ -191,15 +208,15 @@ def drill_fuzz(stack: Stack, cfg: Config, progress: Progress) -> DrillResult:
         else:
             refused[f"{kind}: {type(fut.exception).__name__ if fut.is_done else 'no answer'}"] += 1
     good, _ = acked_ids(pairs)
-    deadline = time.monotonic() + cfg.drain_s + cfg.fuzzed / 1000
     dead = stack.tracker.dead
-    while time.monotonic() < deadline:
-        seen = sum(1 for k in coords if k in dead)
-        decided = sum(1 for d in good if d in stack.tracker.decided)
-        progress(f"dead-lettered {seen}/{len(coords)}, decided {decided}/{len(good)}")
-        if seen == len(coords) and decided == len(good):
-            break
-        time.sleep(0.5)
+    open_coords, open_good = set(coords), set(good)
+
+    def remaining() -> int:
+        open_coords.difference_update([k for k in open_coords if k in dead])
+        open_good.difference_update([d for d in open_good if d in stack.tracker.decided])
+        return len(open_coords) + len(open_good)
+
+    drain(cfg, remaining, progress, "fuzzed records to dead-letter and good ones to decide")
     missing_by_kind = Counter(kind for k, kind in coords.items() if k not in dead)
     reasons = Counter(dead[k] for k in coords if k in dead)
     decided = sum(1 for d in good if d in stack.tracker.decided)
@@ -361,7 +378,7 @@ def drill_api(stack: Stack, cfg: Config, progress: Progress) -> DrillResult:
     if cid is None:  # no drill has dispatched yet: make one command
         pair = stack.send_pair(*must_dispatch("F", 0))
         flush(stack)
-        wait_decided(stack, {pair.decl_id}, cfg.drain_s, progress)
+        wait_decided(stack, {pair.decl_id}, cfg, progress)
         cid = stack.tracker.decided.get(pair.decl_id)
     progress("attacking the API")
     report = api_drill(stack.kafka, stack.redis_url, cid or "cmd-none", cfg.streams)
