@@ -271,6 +271,7 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
         owned = state.setdefault("owned", set())
         mine = {tp.partition for tp in assigned if tp.topic in c.INPUT_TOPICS}
         restored = await rt.restore(mine - owned, c.INPUT_TOPICS)  # retries Redis by itself
+        await rt.prepare()  # the dispatch log's end offsets: where a pending command can be looked for
         state["owned"] = mine
         if restored:
             log.info("restored %d state keys for partitions %s", restored, sorted(mine - owned))

@@ -471,6 +471,10 @@ class Runtime:
             lambda: log_.find(partition, hint, command_id),
         )
 
+    async def prepare(self) -> None:
+        """At start-up (partition assignment): read the dispatch log's end offsets, the first hints."""
+        await self._ensure_hints()
+
     async def _ensure_hints(self) -> None:
         if self._hints_seeded:
             return
