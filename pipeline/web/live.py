@@ -26,7 +26,7 @@ from pipeline.commands import LIVE_STREAM_KEY
 from pipeline.metrics import WebMetrics
 
 log = logging.getLogger("bukong.web.live")
-STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+STREAM_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")  # 19 digits: always below 2**64
 
 
 def parse_id(entry_id: str) -> tuple[int, int]:

@@ -279,13 +279,13 @@ def openapi_document() -> dict[str, Any]:
                     {
                         "name": "since",
                         "in": "query",
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"},
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,19}-[0-9]{1,19}$"},
                         "description": "resume after this stream id (at most 2000 hits are replayed)",
                     },
                     {
                         "name": "Last-Event-ID",
                         "in": "header",
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"},
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,19}-[0-9]{1,19}$"},
                         "description": "sent by EventSource on reconnect; same as since",
                     },
                 ],
@@ -337,6 +337,30 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/geo": {
             "get": _get("border, ports, corridors and squads for the map", _json({"type": "object"}, "geo"))
+        },
+        "/api/rules": {
+            "get": _get(
+                "the live pack's rules (id, title, lane, severity, status, scope) for the live view",
+                _json(
+                    {
+                        "type": "object",
+                        "required": ["source", "rules", "unreadable"],
+                        "properties": {
+                            "source": {"type": "string", "enum": ["redis", "pack"]},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["id", "title", "lane", "severity", "status", "scope"],
+                                },
+                            },
+                            "unreadable": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                    "the rules, from Redis (published packs) or else the start-up pack",
+                ),
+                {"500": _err("the start-up pack does not load: fix it or set BUKONG_RULE_PACK"), "503": E503},
+            )
         },
         "/metrics": {
             "get": _get(

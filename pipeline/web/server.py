@@ -340,8 +340,11 @@ def create_app(
 
     async def stream(request: web.Request) -> web.StreamResponse:
         """Server-sent events: new hits in batches, at most every 100 ms, from the shared reader."""
-        since = request.query.get("since") or request.headers.get("Last-Event-ID") or ""
-        if since and not STREAM_ID.fullmatch(since):
+        given = [
+            v for v in (request.headers.get("Last-Event-ID"), request.query.get("since")) if v is not None
+        ]
+        since = given[-1] if given else None  # the query wins over the header EventSource resends
+        if any(not STREAM_ID.fullmatch(v) for v in given):
             return _error(
                 422, "since must be a stream id like 1795420800000-0 (a hit's stream_id)", field="since"
             )
