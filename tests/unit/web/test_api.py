@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pipeline import contracts as c
 from pipeline.commands import LIVE_STREAM_KEY, STATUS_PREFIX, make_command
 from pipeline.embedded import Servers
-from pipeline.metrics import Metrics
+from pipeline.metrics import Metrics, WebMetrics
 from pipeline.settings import Secret, Settings
 from pipeline.web.server import create_app
 from tests.conftest import Stack
@@ -186,5 +186,10 @@ def test_metrics_exposition_passes_promtool() -> None:
     m.e2e_latency_seconds.observe(0.012)
     m.hits.labels("weighbridge_excess", "physical_inspection").inc()
     m.consumer_lag.labels(c.TRACKS, "0").set(3)
+    w = WebMetrics.create(reg)
+    w.streams_open.labels("analyst").set(2)
+    w.streams_refused.labels("role").inc()
+    w.streams_dropped.inc()
+    w.requests_refused.labels("cross_origin").inc()
     out = subprocess.run([promtool, "check", "metrics"], input=generate_latest(reg), capture_output=True)
     assert out.returncode == 0 and out.stdout.strip() == b"" and out.stderr.strip() == b"", out
