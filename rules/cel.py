@@ -639,12 +639,40 @@ def _fact(name: str, cel_type: str) -> Fn:
         raise Refused(f"facts of type {cel_type}")
     check = _SHAPE.get(want)
 
+    def shaped(v: Any) -> Any:  # a value of the declared type: its shape decides (the uncommon path)
+        if check is not None and check(v):
+            raise CelError(f"fact {name}: {_SHAPE_ERROR[want]}")
+        return v
+
+    # one getter per type, the common case inline (literal bounds: constants, no global lookups; printable
+    # text has no NUL and no lone surrogate, anything else takes bad_text's exact check)
+    if want is int:
+
+        def int_fact(e: Env) -> Any:
+            v = e[name]
+            if type(v) is int and -0x8000000000000000 <= v <= 0x7FFFFFFFFFFFFFFF:
+                return v
+            if type(v) is int:
+                return shaped(v)
+            raise Unsupported(f"{name} is not a {cel_type}")
+
+        return int_fact
+    if want is str:
+
+        def str_fact(e: Env) -> Any:
+            v = e[name]
+            if type(v) is str and v.isprintable():
+                return v
+            if type(v) is str:
+                return shaped(v)
+            raise Unsupported(f"{name} is not a {cel_type}")
+
+        return str_fact
+
     def fact(e: Env) -> Any:
         v = e[name]
         if type(v) is want:
-            if check is not None and check(v):
-                raise CelError(f"fact {name}: {_SHAPE_ERROR[want]}")
-            return v
+            return shaped(v) if check is not None else v
         raise Unsupported(f"{name} is not a {cel_type}")
 
     return fact
@@ -684,7 +712,7 @@ def _typed_compare(op: str, a: Fn, at: str, b: Fn, bt: str, fact: str | None = N
 
             def compare_int_fact(e: Env) -> Any:
                 v = e[name]  # a missing fact raises KeyError, as the lookup itself does
-                if type(v) is int and INT_MIN <= v <= INT_MAX:
+                if type(v) is int and -0x8000000000000000 <= v <= 0x7FFFFFFFFFFFFFFF:
                     return cmp(v, value)
                 return slow(e)  # the getter gives the error, or refuses, exactly as elsewhere
 
@@ -693,7 +721,7 @@ def _typed_compare(op: str, a: Fn, at: str, b: Fn, bt: str, fact: str | None = N
 
             def compare_str_fact(e: Env) -> Any:
                 v = e[name]
-                if type(v) is str and "\x00" not in v and v.isascii():
+                if type(v) is str and v.isprintable():
                     return cmp(v, value)
                 return slow(e)
 
