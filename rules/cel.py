@@ -383,6 +383,8 @@ class Parser:
 
     def unary(self) -> tuple[Fn, str]:
         if self.eat("!"):
+            if self.tok.kind == "op" and self.tok.text == "!":
+                raise Refused("'!!': the CEL parser drops pairs of '!' (not a double negation)")
             self._enter()  # a chain of unary operators nests like parentheses
             f, _ = self.unary()
             self.depth -= 1
@@ -396,6 +398,8 @@ class Parser:
             return not_, "bool"
         if self.tok.kind == "op" and self.tok.text == "-":
             self.i += 1
+            if self.tok.kind == "op" and self.tok.text == "-":  # --x is x to the CEL parser: no overflow
+                raise Refused("'--': the CEL parser drops pairs of '-' (not a double negation)")
             if self.tok.kind in ("int", "hex", "float"):  # a negative literal, -9223372036854775808 included
                 f, t = self.member(negate=True)
                 return f, t

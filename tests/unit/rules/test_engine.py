@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from features.schema import FACT_TYPES, NEUTRAL
-from rules.cel import CelError, compile_cel
+from rules.cel import CelError, Refused, Unsupported, compile_cel
 from rules.engine import PACKS, CompiledPack
 from rules.pack import load_pack, parse_pack
 
@@ -187,6 +187,8 @@ def test_the_emergency_release_never_fires_on_text_with_nul(facts: dict[str, Any
         ("weigh_present || purpose == 'x'", {"weigh_present": True, "purpose": "x\ud800"}),
         ("purpose == 'x' || weigh_present", {"weigh_present": True, "purpose": "x\ud800"}),
         ("purpose == 'x' && weigh_present", {"weigh_present": False, "purpose": "x\x00"}),
+        ("--hs_median_n == split_count_24h", {"hs_median_n": -(2**63), "split_count_24h": 1}),
+        ("!!weigh_present", {"weigh_present": True}),
     ],
 )
 def test_fast_path_agrees_with_the_reference_on_issue_17_5(expr: str, facts: dict[str, Any]) -> None:
@@ -214,3 +216,120 @@ def test_last_errors_keeps_the_message_per_rule() -> None:
     pack.evaluate(dict(NEUTRAL, split_count_24h=2**64))
     assert pack.errors() == {"split_shipments": 1}
     assert pack.last_errors() == {"split_shipments": "fact split_count_24h: integer out of the 64-bit range"}
+
+
+class ExprFuzz:
+    """Random well-typed expressions over a few facts of each type, with edge values (int64 bounds, -0.0,
+    NaN, inf, NUL, lone surrogates, non-string list elements)."""
+
+    INTS = ("hs_median_n", "split_count_24h", "sd_open_entries")
+    DBLS = ("gross_kg", "unit_value_ratio", "weigh_excess_ratio")
+    STRS = ("hs4", "purpose", "mode")
+    BOOLS = ("weigh_present", "track_present")
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def pick(self, *xs: str) -> str:
+        return self.rng.choice(xs)
+
+    def i(self, d: int = 0) -> str:
+        r = self.rng.random()
+        if d > 3 or r < 0.3:
+            return self.pick(*self.INTS, "0", "1", "-1", "2", "9223372036854775807", "-9223372036854775808")
+        if r < 0.5:
+            return f"({self.i(d + 1)} {self.pick('+', '-', '*', '/', '%')} {self.i(d + 1)})"
+        if r < 0.6:
+            return f"-{self.i(d + 1)}"
+        if r < 0.7:
+            return f"size({self.s(d + 1)})"
+        if r < 0.8:
+            return f"({self.b(d + 1)} ? {self.i(d + 1)} : {self.i(d + 1)})"
+        return self.pick(*self.INTS)
+
+    def f(self, d: int = 0) -> str:
+        r = self.rng.random()
+        if d > 3 or r < 0.4:
+            return self.pick(*self.DBLS, "0.0", "1.5", "-0.0", "1e308")
+        if r < 0.6:
+            return f"({self.f(d + 1)} {self.pick('+', '-', '*', '/')} {self.f(d + 1)})"
+        if r < 0.8:
+            return f"double({self.i(d + 1)})"
+        return f"-{self.f(d + 1)}"
+
+    def s(self, d: int = 0) -> str:
+        if d > 3 or self.rng.random() < 0.6:
+            return self.pick(*self.STRS, '"2701"', '"medical"', '""', '"a\\u0000b"')
+        return f"({self.s(d + 1)} + {self.s(d + 1)})"
+
+    def b(self, d: int = 0) -> str:
+        r = self.rng.random()
+        cmp = self.pick("<", "<=", ">", ">=", "==", "!=")
+        if d > 3 or r < 0.15:
+            return self.pick(*self.BOOLS, "true", "false")
+        if r < 0.3:
+            return f"({self.i(d + 1)} {cmp} {self.i(d + 1)})"
+        if r < 0.4:
+            return f"({self.f(d + 1)} {cmp} {self.f(d + 1)})"
+        if r < 0.5:
+            return f"({self.s(d + 1)} {cmp} {self.s(d + 1)})"
+        if r < 0.55:
+            return f"{self.s(d + 1)}.{self.pick('startsWith', 'endsWith', 'contains')}({self.s(d + 1)})"
+        if r < 0.6:
+            return f"({self.s(d + 1)} in missing)"
+        if r < 0.65:
+            return f"({self.i(d + 1)} in [{self.i(d + 1)}, {self.i(d + 1)}])"
+        if r < 0.75:
+            return f"({self.b(d + 1)} {self.pick('&&', '||')} {self.b(d + 1)})"
+        if r < 0.8:
+            return f"!{self.b(d + 1)}"
+        if r < 0.85:
+            return f"({self.b(d + 1)} ? {self.b(d + 1)} : {self.b(d + 1)})"
+        if r < 0.9:
+            return f"({{'a': {self.i(d + 1)}, 'b': {self.i(d + 1)}}}.a == {self.i(d + 1)})"
+        return f"([{self.i(d + 1)}, {self.i(d + 1)}][{self.i(d + 1)}] == {self.i(d + 1)})"
+
+    def facts(self) -> dict[str, Any]:
+        rng = self.rng
+        f: dict[str, Any] = dict(NEUTRAL, missing=rng.choice([[], ["track"], ["a\x00"], [1]]))
+        for n in self.INTS:
+            f[n] = rng.choice([0, 1, 2, -1, 25, 2**63 - 1, -(2**63), 2**63])
+        for n in self.DBLS:
+            f[n] = rng.choice([0.0, -0.0, 1.5, float("nan"), float("inf"), 1e308, 2])
+        for n in self.STRS:
+            f[n] = rng.choice(["", "2701", "medical", "medical\x00", "ab\u4e2d", "x\ud800", "tab\there"])
+        for n in self.BOOLS:
+            f[n] = rng.choice([True, False, 1])
+        return f
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_expressions_answer_the_same_on_both_paths(seed: int) -> None:
+    """The fast path, when it answers, gives the reference's answer (an error counts as one answer)."""
+    from rules.check import compile_reference
+    from rules.engine import _for_reference
+
+    fuzz, answered = ExprFuzz(seed), 0
+    for _ in range(700):
+        expr = fuzz.b()
+        try:
+            reference = compile_reference(expr)
+            fast = compile_cel(expr, FACT_TYPES)
+        except (ValueError, Refused):
+            continue
+        for _ in range(3):
+            facts = fuzz.facts()
+            try:
+                value = reference.eval(data=_for_reference(facts)).value()
+            except RuntimeError:
+                value = None
+            want = value if type(value) is bool else "error"
+            try:
+                got = fast(facts)
+            except CelError:
+                got = "error"
+            except (Unsupported, KeyError):
+                continue  # refused at run time: the reference answers
+            answered += 1
+            assert got == want, (expr, facts)
+    assert answered > 1000
