@@ -11,7 +11,7 @@ from typing import Any
 
 # Redis key layout shared by the agents and the web
 LIVE_STREAM_KEY = "bukong:hits"  # XADD, MAXLEN ~ settings.live_stream_maxlen; field "c" = command JSON
-STATUS_PREFIX = "bukong:cmd:"  # HASH per command (TTL): status, command, track; its existence = already sent
+STATUS_PREFIX = "bukong:cmd:"  # HASH per command (TTL): status (pending, sent, ...), command, track
 WATCHLIST_PREFIX = (
     "bukong:watch:"  # HASH per kind (conveyance/enterprise/declarant): id -> {source, expires_ms}
 )
