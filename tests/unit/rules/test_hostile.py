@@ -136,6 +136,8 @@ def one(expr: str) -> str:
             "more than 20 examples",
         ),
         ("a:\n" + "".join("  " * i + " b:\n" for i in range(1, 12)), "nested deeper than 10"),
+        ("x: [" + ",".join(["1"] * 40_001) + "]\n", "more than 40000 YAML nodes"),
+        ("name: x\x07\n", "character U+0007 is not allowed"),
     ],
 )
 def test_stated_limits_are_enforced(text: str, message: str) -> None:
