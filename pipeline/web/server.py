@@ -549,7 +549,7 @@ def create_app(
     app.router.add_get("/api/whoami", whoami)
     app.router.add_get("/api/hits", hits)
     app.router.add_get("/api/stats", stats)
-    app.router.add_get("/api/stream", stream)
+    app.router.add_get("/api/stream", stream, allow_head=False)  # a HEAD would hold a stream slot
     app.router.add_get("/api/commands/{id}", command)
     app.router.add_post("/api/commands/{id}/ack", ack)
     app.router.add_post("/api/commands/{id}/result", result)

@@ -370,6 +370,20 @@ def test_150_streams_leave_hits_and_stats_answering(embedded: Servers, uid: str)
     asyncio.run(main())
 
 
+def test_head_on_the_stream_holds_no_slot(embedded: Servers) -> None:
+    async def main() -> None:
+        app = _stream_app(embedded, web_max_streams=1, web_max_streams_per_role=1)
+        async with TestClient(TestServer(app)) as client:
+            for _ in range(3):
+                r = await client.head("/api/stream", headers=bearer(ANALYST))
+                assert r.status == 405
+            r = await client.get("/api/stream", headers=bearer(ANALYST))
+            assert r.status == 200
+            r.close()
+
+    asyncio.run(main())
+
+
 def test_stream_resumes_after_since(embedded: Servers, uid: str) -> None:
     r = _r(embedded)
     first = seed_command(embedded.redis_url, f"{uid}-a")
