@@ -133,9 +133,11 @@ def _filter(page: Any, **choice: str) -> list[dict[str, str]]:
     return _rows(page)
 
 
-def _shot(page: Any, name: str) -> None:
+def _shot(page: Any, name: str, show: str = "header") -> None:
+    """A screenshot of the window (the list may hold hundreds of rows), scrolled to ``show``."""
     TOUR.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(TOUR / f"{name}.png"), full_page=True)
+    page.locator(show).first.scroll_into_view_if_needed()
+    page.screenshot(path=str(TOUR / f"{name}.png"))
 
 
 def _login(page: Any, base: str, token: str) -> None:
@@ -308,7 +310,7 @@ def test_operator_tour_acknowledge_report_and_watch_the_rates(
         assert rule_after["hit_rate"] != rule_before["hit_rate"]
         assert rule_after["rate_text"] != rule_before["rate_text"] and rule_after["rate_text"].endswith("%")
         assert int(site_after["results"]) == int(site_before["results"]) + 1
-        _shot(page, "12-operator-rates-zh")
+        _shot(page, "12-operator-rates-zh", "#per-rule")
 
         # 5. a drift event, as the feedback agent writes it (agents/runtime.py), shows up in Chinese
         ev = DriftEvent("model_drift", now_ms(), 7, 512, 0.12, 0.31)
@@ -319,4 +321,4 @@ def test_operator_tour_acknowledge_report_and_watch_the_rates(
         drift.wait_for(timeout=15_000)
         assert "模型误差 0.12 → 0.31（模型 v7）" in drift.inner_text()
         assert "模型漂移" in page.inner_text("#stats")
-        _shot(page, "13-operator-drift-zh")
+        _shot(page, "13-operator-drift-zh", "#drift")

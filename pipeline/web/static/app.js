@@ -455,13 +455,17 @@ async function start() {
   if (!r.ok) { showLogin(); return; }
   role = (await r.json()).role;
   $("#who").textContent = t("role_" + role);
-  $("#login").hidden = true; $("#app").hidden = false;
+  $("#login").hidden = true;
   geo = await (await api("/api/geo")).json();
   await refreshRules().catch(() => {});
   fillFilters();
-  onHits((await (await api("/api/hits?limit=500")).json()).hits.reverse());
-  const es = new EventSource("/api/stream");
+  const recent = (await (await api("/api/hits?limit=500")).json()).hits;
+  onHits(recent.slice().reverse());
+  // the stream resumes after the newest hit listed, so a hit that lands in between is not missed
+  const since = recent.length && recent[0].stream_id ? `?since=${encodeURIComponent(recent[0].stream_id)}` : "";
+  const es = new EventSource("/api/stream" + since);
   es.addEventListener("hits", (e) => onHits(JSON.parse(e.data)));
+  $("#app").hidden = false;
   $("#hits tbody").addEventListener("click", (e) => { const tr = e.target.closest("tr"); if (tr) openDetail(tr.dataset.id); });
   for (const id of ["#f-port", "#f-lane", "#f-severity", "#f-rule"]) $(id).addEventListener("input", () => schedule(true));
   refreshStats(); setInterval(refreshStats, 2000);
