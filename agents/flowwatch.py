@@ -2,7 +2,7 @@
 
 Reads each assigned input partition's high watermark and position from the consumer Faust runs (aiokafka, in
 Faust's consumer thread), feeds agents/flow.py, and applies the result: the fetch wait on the live aiokafka
-fetcher (read afresh for every fetch request), the ``bukong_partition_stuck`` and ``bukong_fetch_wait_ms``
+fetcher (read afresh for every fetch request), the ``bukong_partition_stuck`` and ``bukong_fetch_wait_seconds``
 gauges, a log line on every change. ``stuck`` is read by the health check.
 """
 
@@ -119,7 +119,7 @@ class FlowWatch:
                 new_wait,
                 ", ".join(starved),
             )
-        self.metrics.fetch_wait_ms.set(self.governor.wait_ms)
+        self.metrics.fetch_wait_seconds.set(self.governor.wait_ms / 1000)
         newly, recovered = self.detector.observe(progress, now_s)
         for topic, part in sorted(newly):
             p = progress[(topic, part)]

@@ -113,8 +113,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(module: str, p: argparse.ArgumentParser) -> None:
-    """Subcommands owned by other packages: they add their own arguments and run."""
+def _delegate(module: str, p: argparse.ArgumentParser, load: bool = True) -> None:
+    """Subcommands owned by other packages: they add their own arguments and run. Only the command being run
+    is imported (``load``): the others' imports (aiohttp, redis, the simulator) would slow every command."""
+    if not load:
+        return
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
@@ -129,7 +132,12 @@ def _unavailable(module: str, exc: Exception) -> int:
     return 2
 
 
-def build_parser(prog: str = "bukong") -> argparse.ArgumentParser:
+def build_parser(prog: str = "bukong", command: str | None = "*") -> argparse.ArgumentParser:
+    """The parser; ``command`` names the subcommand to load fully ("*": all of them, None: none)."""
+
+    def load(name: str) -> bool:
+        return command in ("*", name)
+
     ap = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -175,26 +183,32 @@ def build_parser(prog: str = "bukong") -> argparse.ArgumentParser:
     p.add_argument("--ttl-hours", type=float, default=7 * 24, help="the entry expires after this")
     p.set_defaults(func=cmd_watch)
 
-    _delegate("pipeline.sim.cli", sub.add_parser("simulate", help="the customs world simulator"))
-    _delegate("rules.cli", sub.add_parser("rules", help="check, publish, roll back and backtest rule packs"))
-    _delegate("pipeline.web.cli", sub.add_parser("web", help="serve the live view and the command API"))
+    sim = sub.add_parser("simulate", help="the customs world simulator")
+    _delegate("pipeline.sim.cli", sim, load("simulate"))
+    rules = sub.add_parser("rules", help="check, test, publish, roll back, backtest rule packs; live stats")
+    _delegate("rules.cli", rules, load("rules"))
+    _delegate(
+        "pipeline.web.cli", sub.add_parser("web", help="serve the live view and the command API"), load("web")
+    )
     _delegate(
         "pipeline.tail",
         sub.add_parser(
             "tail",
             help="print a topic, one record a line (commands, dead letters)",
-            description=_module_doc("pipeline.tail"),
+            description=_module_doc("pipeline.tail") if load("tail") else None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         ),
+        load("tail"),
     )
     _delegate(
         "pipeline.drill.cli",
         sub.add_parser(
             "drill",
             help="the drill suite: fuzz, kill -9, outages, hostile packs, API attacks, soak",
-            description=_module_doc("pipeline.drill.cli"),
+            description=_module_doc("pipeline.drill.cli") if load("drill") else None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         ),
+        load("drill"),
     )
     return ap
 
@@ -209,5 +223,7 @@ def _module_doc(module: str) -> str | None:
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if prog is None:
         prog = "python -m pipeline" if sys.argv and sys.argv[0].endswith("__main__.py") else "bukong"
-    args = build_parser(prog).parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(prog, command).parse_args(argv)
     return int(args.func(args) or 0)

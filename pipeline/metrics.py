@@ -42,7 +42,7 @@ class Metrics(NamedTuple):
     results_unknown_command: Counter
     resent_records: Counter
     partition_stuck: Gauge
-    fetch_wait_ms: Gauge
+    fetch_wait_seconds: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -164,8 +164,8 @@ class Metrics(NamedTuple):
                 ["topic", "partition"],
                 registry=r,
             ),
-            fetch_wait_ms=Gauge(
-                "bukong_fetch_wait_ms",
+            fetch_wait_seconds=Gauge(
+                "bukong_fetch_wait_seconds",
                 "The consumer's current fetch wait (raised when lagging partitions return nothing)",
                 registry=r,
             ),
