@@ -2,8 +2,8 @@
 
 Reads each assigned input partition's high watermark and position from the consumer Faust runs (aiokafka, in
 Faust's consumer thread), feeds agents/flow.py, and applies the result: the fetch wait on the live aiokafka
-fetcher (read afresh for every fetch request), the ``bukong_partition_stuck`` and ``bukong_fetch_wait_seconds``
-gauges, a log line on every change. ``stuck`` is read by the health check.
+fetcher (read afresh for every fetch request), the ``bukong_partition_stuck`` and
+``bukong_fetch_wait_seconds`` gauges, a log line on every change. ``stuck`` is read by the health check.
 """
 
 from __future__ import annotations
