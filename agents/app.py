@@ -26,7 +26,7 @@ from agents.fastpath import BatchConsumer, BatchTransport, OffsetCommitter
 from agents.flowwatch import FlowWatch
 from agents.runtime import REDIS_ERRORS, BrokerUnavailable, DispatchLog, Health, Record, Runtime
 from pipeline import contracts as c
-from pipeline.commands import META_KEY, READY_KEY
+from pipeline.commands import META_KEY, READY_KEY, RULES_KEY
 from pipeline.core import Engine
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
@@ -308,6 +308,11 @@ async def follow_rule_packs(kafka: str, rt: Runtime, metrics: Metrics) -> None:
     tp = aiokafka.TopicPartition(c.RULE_PACKS, 0)
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
+    # catch up first and put only the newest valid pack live: replaying history (at start, or when this
+    # follower restarts after a broker error) must never swap older packs in, even for a moment
+    end = (await consumer.end_offsets([tp]))[tp]
+    caught_up = end == 0
+    newest: Any = None
     try:
         while True:
             batch = await consumer.getmany(tp, timeout_ms=1000)
@@ -326,13 +331,38 @@ async def follow_rule_packs(kafka: str, rt: Runtime, metrics: Metrics) -> None:
                     )
                     metrics.dead_letters.labels("invalid_rule_pack").inc()
                     continue
-                rt.engine.swap_rules(pack)
-                metrics.rule_pack_version.set(pack.version)
-                log.warning(
-                    "rule pack '%s' version %d live (%d rules)", pack.name, pack.version, len(pack.rules)
-                )
+                if caught_up:
+                    await _go_live(rt, metrics, pack)
+                else:
+                    newest = pack
+            if not caught_up and await consumer.position(tp) >= end:
+                caught_up = True
+                live = rt.engine.rules
+                if newest is not None and (newest.version, newest.name) != (
+                    live.version,
+                    getattr(live, "name", None),
+                ):
+                    await _go_live(rt, metrics, newest)
+                newest = None
     finally:
         await consumer.stop()
+
+
+async def _go_live(rt: Runtime, metrics: Metrics, pack: Any) -> None:
+    """Swap the pack in (between batches), then tell the live view which rules are live (bukong:rules)."""
+    rt.engine.swap_rules(pack)
+    metrics.rule_pack_version.set(pack.version)
+    log.warning("rule pack '%s' version %d live (%d rules)", pack.name, pack.version, len(pack.rules))
+    fields = ("id", "title", "lane", "severity", "status", "scope")
+    rules = {r.rule.id: orjson.dumps({f: getattr(r.rule, f) for f in fields}) for r in pack.rules}
+    try:
+        pipe = rt.redis.pipeline(transaction=True)
+        pipe.delete(RULES_KEY)  # bounded: one field per rule of the live pack
+        if rules:
+            pipe.hset(RULES_KEY, mapping=rules)
+        await pipe.execute()
+    except Exception as exc:  # the live view then shows the start-up pack's names: not worth stopping for
+        log.warning("could not publish the live rules to Redis (%s); the live view may show stale names", exc)
 
 
 def _export_gauges(rt: Runtime, app: faust.App, metrics: Metrics) -> None:

@@ -17,6 +17,7 @@ WATCHLIST_PREFIX = (
 )
 NOTIFY_STREAM_KEY = "bukong:notifications"
 STATS_KEY = "bukong:stats"  # HASH of running totals: events, dead_letters, decisions, hits, commands
+RULES_KEY = "bukong:rules"  # HASH rule id -> JSON {id, title, lane, severity, status, scope} of the live pack
 RULE_STATS_KEY = "bukong:rulestats"  # HASH "rule|port|metric" -> count (hits, dispatched, results, confirmed)
 DRIFT_STREAM_KEY = "bukong:drift"  # XADD drift events for the live view
 META_KEY = "bukong:meta"  # HASH pack_version, model_version, updated_ms

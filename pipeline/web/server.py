@@ -40,7 +40,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pipeline import contracts as c
-from pipeline.commands import DRIFT_STREAM_KEY, LIVE_STREAM_KEY, META_KEY, RULE_STATS_KEY, STATS_KEY
+from pipeline.commands import (
+    DRIFT_STREAM_KEY,
+    LIVE_STREAM_KEY,
+    META_KEY,
+    RULE_STATS_KEY,
+    RULES_KEY,
+    STATS_KEY,
+)
 from pipeline.metrics import WebMetrics
 from pipeline.settings import Settings
 from pipeline.web.auth import COOKIE, COOKIE_MAX_AGE_S, SAFE_METHODS, Auth, allowed_origins, cross_origin
@@ -52,7 +59,6 @@ log = logging.getLogger("bukong.web")
 STATIC = Path(__file__).parent / "static"
 ROLE_KEY = web.RequestKey("role", str)  # set by the auth middleware
 RESULT_OUTCOMES = ("violation", "clean", "not_found")
-RULES_KEY = "bukong:rules"  # HASH rule id -> JSON of the live pack's rule
 RULE_FIELDS = ("id", "title", "lane", "severity", "status", "scope")
 COMMAND_ID = re.compile(r"cmd-[0-9a-f]{20}")
 STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")

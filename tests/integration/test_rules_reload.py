@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
+import redis
 
 from pipeline import contracts as c
+from pipeline.commands import RULES_KEY
 from rules.cli import publish, rollback
 from rules.engine import PACKS
 from tests.conftest import Stack, declaration, weighbridge
@@ -54,7 +57,11 @@ def test_publish_takes_effect_without_restart_and_rollback_undoes_it(
     while not cmd and time.monotonic() - t0 < 20:
         cmd = _decide(stack, uid, f"PROBEB{int(time.monotonic() * 1000)}")
     assert cmd["rule_ids"] == ["reload_probe"] and cmd["pack_version"] == 2
+    live = redis.Redis.from_url(stack.srv.redis_url)
+    assert orjson.loads(live.hget(RULES_KEY, "reload_probe") or b"{}")["title"].startswith("A rule published")
     assert publish(path, stack.srv.kafka) == 1  # the same version twice is refused
     assert rollback(stack.srv.kafka) == 0
     time.sleep(2)
     assert _decide(stack, uid, "PROBEC") == {}
+    assert live.hget(RULES_KEY, "reload_probe") is None  # the live view no longer lists it
+    assert live.hget(RULES_KEY, "weighbridge_excess") is not None
