@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
-# Debian tools used by the tests: promtool (metrics/config checks), Chromium + driver (browser test), kcat.
+# Debian tools used by the tests: prometheus + promtool, Chromium + driver (browser tests), a Chinese font.
 $(SYSSTAMP):
 	@bash docker/install-system-deps.sh
 	@touch $@

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian tools the test suite uses, when missing:
-#   promtool (package prometheus), chromium + chromium-driver (browser test), kcat,
+#   promtool and prometheus (package prometheus), chromium + chromium-driver (browser tests),
 #   fonts-noto-cjk (a Chinese font, so the browser renders the live view's Chinese labels instead of boxes).
 set -euo pipefail
 need=()
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
-command -v kcat >/dev/null 2>&1 || need+=(kcat)
 has_cjk_font() {  # any font covering Chinese will do; without fontconfig, ask dpkg for the Noto package
   if command -v fc-list >/dev/null 2>&1; then
     [ -n "$(fc-list :lang=zh family)" ]
