@@ -399,6 +399,17 @@ def measure_max(
     }
 
 
+def wait_drained(pipe: Pipeline, target: int, timeout_s: float = 180.0, stall_s: float = 10.0) -> None:
+    """Wait until ``pipe`` has processed ``target`` records, it stops making progress, or the timeout."""
+    deadline = time.monotonic() + timeout_s
+    n, last_change = pipe.processed(), time.monotonic()
+    while n < target and time.monotonic() < deadline and time.monotonic() - last_change < stall_s:
+        time.sleep(0.1)
+        n_now = pipe.processed()
+        if n_now != n:
+            n, last_change = n_now, time.monotonic()
+
+
 PIPELINES = ("floor", "naive", "quix", "bukong")
 
 
@@ -430,6 +441,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bar.set_postfix_str(f"{pipe.name} max (backlog {args.backlog:,})")
                 mx = measure_max(srv, pipe, args.backlog, args.seed, args.hold)
                 bar.update()
+                # a pipeline slower than the backlog still has some of it queued after the hold: the rate
+                # measurements start from an empty queue, or they would time the queue, not the pipeline
+                wait_drained(pipe, args.backlog)
                 warm_up(srv.kafka, pipe)
                 per_rate = []
                 for rate in rates:
