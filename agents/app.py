@@ -130,6 +130,7 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
         metrics, settings.fetch_max_wait_ms, settings.fetch_max_wait_cap_ms, settings.stuck_after_s
     )
     app.bukong_flow = flow  # type: ignore[attr-defined]
+    health.stuck_partitions = lambda: flow.stuck
 
     def committer() -> OffsetCommitter:
         cm = state.get("committer")

@@ -243,6 +243,8 @@ class Health:
     waiting: dict[str, int] = field(default_factory=dict)
     since: dict[str, float] = field(default_factory=dict)
     last_error: dict[str, str] = field(default_factory=dict)
+    # input partitions with lag that have not moved for a while ("topic:partition"), from agents/flowwatch.py
+    stuck_partitions: Callable[[], list[str]] = field(default=lambda: [])
 
     def down(self, dependency: str, error: str) -> None:
         self.waiting[dependency] = self.waiting.get(dependency, 0) + 1
@@ -262,19 +264,28 @@ class Health:
             self.metrics.dependency_up.labels(dependency).set(1)
 
     def report(self) -> tuple[bool, dict[str, Any]]:
-        if not self.waiting:
+        stuck = self.stuck_partitions()
+        if not self.waiting and not stuck:
             return True, {"status": "ok"}
-        now = time.monotonic()
-        deps = sorted(self.waiting)
-        return False, {
-            "status": "degraded",
-            "waiting_for": deps,
-            "waiting_s": {d: round(now - self.since.get(d, now), 1) for d in deps},
-            "last_error": {d: self.last_error.get(d, "") for d in deps},
-            "action": "the worker retries by itself; check that "
-            + " and ".join("Redis (REDIS_URL)" if d == "redis" else "Kafka (KAFKA_BROKER)" for d in deps)
-            + " is reachable",
-        }
+        body: dict[str, Any] = {"status": "degraded"}
+        if self.waiting:
+            now = time.monotonic()
+            deps = sorted(self.waiting)
+            body.update(
+                waiting_for=deps,
+                waiting_s={d: round(now - self.since.get(d, now), 1) for d in deps},
+                last_error={d: self.last_error.get(d, "") for d in deps},
+                action="the worker retries by itself; check that "
+                + " and ".join("Redis (REDIS_URL)" if d == "redis" else "Kafka (KAFKA_BROKER)" for d in deps)
+                + " is reachable",
+            )
+        if stuck:
+            body["stuck_partitions"] = stuck
+            body["stuck_action"] = (
+                "these partitions have lag and have not moved: see the worker log (the fetch wait, "
+                "BUKONG_FETCH_MAX_WAIT_CAP_MS) and bukong_partition_stuck"
+            )
+        return False, body
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -109,6 +110,13 @@ def test_a_partition_that_cannot_move_is_reported_stuck(own_servers: Servers, tm
                 continue
         assert want in seen, seen[-2000:]
         assert 'bukong_partition_stuck{partition="0",topic="declarations"} 0.0' in seen
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            raise AssertionError("/healthz answered 200 with a stuck partition")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            health = orjson.loads(exc.read())
+        assert health["status"] == "degraded" and "tracks:0" in health["stuck_partitions"]
         assert "is stuck" in (tmp_path / "worker-0.log").read_text()
     finally:
         stop_worker(proc)
