@@ -39,6 +39,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline agents features rules benchmarks tests
 	$(BIN)/ruff format --check pipeline agents features rules benchmarks tests
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -60,7 +61,7 @@ bench-all: bench
 # the drill suite (docs/reliability.md): ~15 minutes; DRILL_ARGS="--quick" for a short one
 DRILL_ARGS ?=
 drill: $(STAMP)
-	$(BIN)/python -m pipeline.drill $(DRILL_ARGS)
+	$(BIN)/python -m pipeline.apps.drill $(DRILL_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output

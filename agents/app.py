@@ -11,7 +11,6 @@ import gc
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -25,39 +24,17 @@ from agents.changelog import RedisChangelog
 from agents.fastpath import BatchConsumer, BatchTransport, OffsetCommitter
 from agents.flowwatch import FlowWatch
 from agents.runtime import REDIS_ERRORS, BrokerUnavailable, DispatchLog, Health, Record, Runtime
-from pipeline import contracts as c
-from pipeline.commands import META_KEY, READY_KEY, RULES_KEY
-from pipeline.core import Engine
-from pipeline.metrics import Metrics
-from pipeline.settings import Settings
-from pipeline.topics import MAX_RECORD_BYTES
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import META_KEY, READY_KEY, RULES_KEY
+from pipeline.contracts.settings import Settings
+from pipeline.core.assemble import build_engine
+from pipeline.io.metrics import Metrics
+from pipeline.io.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger("bukong.agents")
 MAX_BATCH = 2000  # records per fetched batch: bounds memory and the latency a batch adds to its first record
 REDIS_TIMEOUT_S = 3.0  # a Redis call that has not answered in this long is retried (SIGSTOPped, partitioned)
 RULE_ERROR_LOG_EVERY_S = 60.0  # at most one log line a minute per failing rule
-
-
-def build_engine(settings: Settings, model_path: Path | None = None) -> Engine:
-    from features.engine import FeatureEngine
-    from pipeline import sites
-    from pipeline.decision.snapshots import SnapshotStore
-    from pipeline.model import ModelRegistry, RiskModel
-    from pipeline.policy import DecisionPolicy
-    from rules.engine import load_default_pack
-
-    champion = RiskModel()
-    if model_path is not None and champion.restore(model_path):
-        log.info("model restored from %s (version %d)", model_path, champion.version)
-    return Engine(
-        joiner=FeatureEngine(sites.feature_config()),
-        rules=load_default_pack(settings.rule_pack),
-        model=ModelRegistry(champion),
-        policy=DecisionPolicy(rosters=sites.rosters()),
-        snapshots=SnapshotStore(),
-        squads=sites.MOBILE_SQUADS,
-        border=sites.BORDER,
-    )
 
 
 def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int | None = None) -> faust.App:
@@ -452,7 +429,7 @@ def _export_rule_errors(rt: Runtime, metrics: Metrics, state: dict[str, Any]) ->
 
 async def _dead_letter_results(rt: Runtime, recs: list[Record], exc: Exception) -> None:
     from agents.runtime import Out
-    from pipeline.codec import dead_letter
+    from pipeline.io.codec import dead_letter
 
     now_ms = int(time.time() * 1000)
     outs = []

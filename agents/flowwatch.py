@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from agents.flow import TP, FetchGovernor, Progress, StuckDetector
-from pipeline import contracts as c
-from pipeline.metrics import Metrics
+from pipeline.contracts import events as c
+from pipeline.io.metrics import Metrics
 
 log = logging.getLogger("bukong.flow")
 

@@ -26,9 +26,8 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from agents.changelog import RedisChangelog, kafka_partition
-from pipeline import contracts as c
-from pipeline.codec import dead_letter, decode_event
-from pipeline.commands import (
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import (
     DRIFT_STREAM_KEY,
     LIVE_STREAM_KEY,
     NOTIFY_STREAM_KEY,
@@ -36,10 +35,11 @@ from pipeline.commands import (
     STATS_KEY,
     STATUS_PREFIX,
 )
-from pipeline.contracts import ContractError
-from pipeline.core import Decision, Engine, Learned
-from pipeline.decision.snapshots import Snapshot
-from pipeline.metrics import Metrics
+from pipeline.contracts.events import ContractError
+from pipeline.core.decision.snapshots import Snapshot
+from pipeline.core.engine import Decision, Engine, Learned
+from pipeline.io.codec import dead_letter, decode_event
+from pipeline.io.metrics import Metrics
 
 log = logging.getLogger("bukong.worker")
 T = TypeVar("T")

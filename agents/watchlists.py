@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from features.watchlist import KINDS, Watchlists
-from pipeline.commands import WATCHLIST_PREFIX
+from pipeline.contracts.commands import WATCHLIST_PREFIX
 
 
 async def load(redis: Any, max_entries: int = 100_000) -> Watchlists:

@@ -4,7 +4,7 @@ Both paths see the same recorded simulator stream (a realistic mix: GPS points ~
 declarations) and decode it from JSON bytes like the worker does:
 
 * ``core``  — the shipped path: contracts validation, features.engine.FeatureEngine (join + every feature),
-  the starter rule pack (CEL), the river model and the decision policy (pipeline.core.Engine).
+  the starter rule pack (CEL), the river model and the decision policy (pipeline.core.engine.Engine).
 * ``naive`` — the obvious implementation: every event appended to per-key lists, and every declaration's
   features recomputed by scanning those lists (no incremental state), then the same rules, model and policy.
 
@@ -28,20 +28,22 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from pipeline.core.assemble import build_joiner
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from features.engine import FeatureEngine, Ready  # noqa: E402
+from features.engine import Ready  # noqa: E402
+from features.geometry import distance_to_polyline_km, haversine_km  # noqa: E402
 from features.schema import declaration_facts  # noqa: E402
-from pipeline import sites  # noqa: E402
-from pipeline.codec import decode_event  # noqa: E402
-from pipeline.core import Engine  # noqa: E402
-from pipeline.decision.snapshots import SnapshotStore  # noqa: E402
-from pipeline.model import ModelRegistry, RiskModel  # noqa: E402
-from pipeline.policy import DecisionPolicy  # noqa: E402
-from pipeline.sim.scenario import load_scenario  # noqa: E402
-from pipeline.sim.world import Simulator  # noqa: E402
-from pipeline.sites import distance_to_polyline_km, haversine_km  # noqa: E402
+from pipeline.apps.sim.scenario import load_scenario  # noqa: E402
+from pipeline.apps.sim.world import Simulator  # noqa: E402
+from pipeline.contracts import sites  # noqa: E402
+from pipeline.core.decision.snapshots import SnapshotStore  # noqa: E402
+from pipeline.core.engine import Engine  # noqa: E402
+from pipeline.core.model import ModelRegistry, RiskModel  # noqa: E402
+from pipeline.core.policy import DecisionPolicy  # noqa: E402
+from pipeline.io.codec import decode_event  # noqa: E402
 from rules.engine import load_default_pack  # noqa: E402
 
 CROSSINGS = tuple(sites.CROSSINGS.values())
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulator(load_scenario(args.scenario))
     records = [(t, orjson.dumps(e)) for t, _, e in sim.events(int(hours * HOUR))]
     now_ms = sim.start_ms + int(hours * HOUR)
-    core = run("core", engine(FeatureEngine(sites.feature_config())), records, now_ms)
+    core = run("core", engine(build_joiner()), records, now_ms)
     naive = run("naive", engine(NaiveJoin()), records, now_ms)
     out = {
         "events": len(records),

@@ -54,11 +54,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks import peers  # noqa: E402
-from pipeline import contracts as c  # noqa: E402
-from pipeline.demo import Watcher, percentile, spawn_worker, wait_workers_ready  # noqa: E402
-from pipeline.embedded import Servers, proc_cpu_seconds, servers  # noqa: E402
-from pipeline.generator import Generator, GeneratorConfig  # noqa: E402
-from pipeline.topics import create_topics  # noqa: E402
+from pipeline.apps.demo import Watcher, percentile, spawn_worker, wait_workers_ready  # noqa: E402
+from pipeline.apps.generator import Generator, GeneratorConfig  # noqa: E402
+from pipeline.contracts import events as c  # noqa: E402
+from pipeline.io.embedded import Servers, proc_cpu_seconds, servers  # noqa: E402
+from pipeline.io.topics import create_topics  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 PARTITIONS = 4

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from pipeline import contracts as c
+from pipeline.contracts import events as c
 
 FLOOR_GROUP = "floor"
 NAIVE_APP = "naive-faust"

@@ -17,7 +17,7 @@ benchmarks/results/). The last line of stdout is JSON: ``{strategy: {precision, 
     .venv/bin/python -m benchmarks.quality --scenario drift
     .venv/bin/python -m benchmarks.quality --smoke
 
-Source of the stream: the simulator + feature engine + rule pack (pipeline/sim, features/engine.py,
+Source of the stream: the simulator + feature engine + rule pack (pipeline/apps/sim, features/engine.py,
 rules/engine.py) when they are importable, else (or with ``--world synthetic``) the small synthetic facts
 world in benchmarks/quality_world.py, which draws facts, rule hits and ground truth directly.
 """
@@ -36,11 +36,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.decision.budget import BudgetConfig
-from pipeline.decision.encode import encode
-from pipeline.decision.snapshots import SnapshotStore
-from pipeline.model import RiskModel
-from pipeline.policy import INSPECTION_LANES, DecisionPolicy, PolicyConfig, importance_weight, uniform
+from pipeline.core.decision.budget import BudgetConfig
+from pipeline.core.decision.encode import encode
+from pipeline.core.decision.snapshots import SnapshotStore
+from pipeline.core.model import RiskModel
+from pipeline.core.policy import INSPECTION_LANES, DecisionPolicy, PolicyConfig, importance_weight, uniform
 
 DAY_MS = 86_400_000
 RESULTS = Path(__file__).parent / "results"

@@ -1,4 +1,4 @@
-"""The simulator path of benchmarks/quality.py: pipeline/sim events -> facts -> rule hits -> Items.
+"""The simulator path of benchmarks/quality.py: pipeline/apps/sim events -> facts -> rule hits -> Items.
 
 Facts come from ``features.engine.FeatureEngine`` (the simulator's intelligence leads loaded as watchlists),
 hits from rules/packs/starter.yaml: the same pure core the stream runs. Ground truth comes from
@@ -11,13 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.quality import DAY_MS, Item, World
-from features.engine import FeatureEngine
 from features.watchlist import Watchlists
-from pipeline import contracts as c
-from pipeline import sites
-from pipeline.sim.oracle import InspectionOracle
-from pipeline.sim.scenario import load_scenario
-from pipeline.sim.world import Simulator
+from pipeline.apps.sim.oracle import InspectionOracle
+from pipeline.apps.sim.scenario import load_scenario
+from pipeline.apps.sim.world import Simulator
+from pipeline.contracts import events as c
+from pipeline.core.assemble import build_joiner
 from rules.engine import load_default_pack
 
 FEATURES = "features.engine + rules/packs/starter.yaml"
@@ -28,7 +27,7 @@ def _pipeline(sim: Simulator) -> tuple[Any, Any, str]:
     w = Watchlists()
     for lead in sim.intel:
         w.add(lead["kind"], lead["id"], lead.get("source", "intel"), sim.start_ms + 365 * DAY_MS)
-    return FeatureEngine(sites.feature_config(), watchlists=w), load_default_pack(), FEATURES
+    return build_joiner(watchlists=w), load_default_pack(), FEATURES
 
 
 def sim_items(scenario: str, days: int, seed: int) -> World:

@@ -22,13 +22,14 @@ from typing import Any
 import orjson
 import yaml
 
+from pipeline.core.assemble import build_joiner
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from features.engine import FeatureEngine  # noqa: E402
-from pipeline import sites  # noqa: E402
-from pipeline.sim.scenario import load_scenario  # noqa: E402
-from pipeline.sim.world import Simulator  # noqa: E402
+from pipeline.apps.sim.scenario import load_scenario  # noqa: E402
+from pipeline.apps.sim.world import Simulator  # noqa: E402
+from pipeline.contracts import sites  # noqa: E402
 from rules.engine import PACKS, CompiledPack  # noqa: E402
 from rules.pack import parse_pack  # noqa: E402
 
@@ -69,7 +70,7 @@ def hundred_rules() -> str:
 
 def facts_sample(n: int) -> list[dict[str, Any]]:
     sim = Simulator(load_scenario("baseline"))
-    fe = FeatureEngine(sites.feature_config())
+    fe = build_joiner()
     out: list[dict[str, Any]] = []
     for topic, _, ev in sim.events(3 * 86_400_000):
         out += [r.facts for r in fe.on_event(topic, ev)]

@@ -13,7 +13,6 @@ dead-letters it as ``late_event``). Declarations and logistics are joined by tim
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from features.geometry import km, line_km, segments
 from features.schema import declaration_facts
 from features.watchlist import Watchlists
 from features.windows import BucketSums, RollingMedian
@@ -54,36 +54,6 @@ class FeatureConfig:
     crossings: tuple[LatLon, ...] = ()  # where roads cross the border (border dwell)
     corridors: tuple[tuple[LatLon, ...], ...] = ()  # approved routes (deviation)
     sites: tuple[LatLon, ...] = ()  # ports and yards (scheduled stops)
-
-
-def _km(a_lat: float, a_lon: float, b_lat: float, b_lon: float) -> float:
-    """Equirectangular distance: within 0.5% of the great circle over the tens of km that matter here."""
-    kx = 111.32 * math.cos(math.radians((a_lat + b_lat) / 2))
-    return math.hypot((a_lon - b_lon) * kx, (a_lat - b_lat) * 110.57)
-
-
-Segments = tuple[tuple[float, float, float, float], ...]  # (a_lat, a_lon, b_lat - a_lat, b_lon - a_lon)
-
-
-def _segments(line: tuple[LatLon, ...]) -> Segments:
-    return tuple((a[0], a[1], b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(line))
-
-
-def _line_km(lat: float, lon: float, segs: Segments, kx: float) -> float:
-    """Distance in km from a point to a polyline, equirectangular around the point (``kx`` = km per degree
-    of longitude there), clamped to each segment: the per-GPS-point hot path, so one loop, no calls."""
-    best = math.inf
-    for a_lat, a_lon, d_lat, d_lon in segs:
-        ax, ay = (a_lon - lon) * kx, (a_lat - lat) * 110.57
-        dx, dy = d_lon * kx, d_lat * 110.57
-        L = dx * dx + dy * dy
-        t = 0.0 if L == 0 else -(ax * dx + ay * dy) / L
-        t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
-        px, py = ax + t * dx, ay + t * dy
-        d2 = px * px + py * py
-        if d2 < best:
-            best = d2
-    return math.sqrt(best)
 
 
 @dataclass(slots=True)
@@ -192,7 +162,7 @@ class FeatureEngine:
         self.dirty: set[str] = set()
         self.late: list[tuple[str, dict[str, Any]]] = []
         self.watermark = 0
-        self._corridors = tuple(_segments(line) for line in self.cfg.corridors)
+        self._corridors = tuple(segments(line) for line in self.cfg.corridors)
 
     # ------------------------------------------------------------------------------------------ events
     def on_event(self, topic: str, ev: dict[str, Any]) -> list[Ready]:
@@ -246,17 +216,17 @@ class FeatureEngine:
         st.fix = (lat, lon, ts)
         st.points += 1
         near = cfg.crossings and v < cfg.slow_kmh and gap
-        if near and min(_km(lat, lon, c[0], c[1]) for c in cfg.crossings) < cfg.border_km:
+        if near and min(km(lat, lon, c[0], c[1]) for c in cfg.crossings) < cfg.border_km:
             st.dwell += min(gap, 15 * MIN)
         if st.corridor >= 0:
-            d = _line_km(lat, lon, self._corridors[st.corridor], 111.32 * math.cos(math.radians(lat)))
+            d = line_km(lat, lon, self._corridors[st.corridor], 111.32 * math.cos(math.radians(lat)))
             if d > st.dev_max:
                 st.dev_max = d
         if v < cfg.stop_kmh:
             if st.stop_from is None:
                 st.stop_from, st.stop_counted = ts, False
             elif not st.stop_counted and ts - st.stop_from >= cfg.stop_min_ms:
-                if all(_km(lat, lon, s[0], s[1]) > cfg.site_radius_km for s in cfg.sites):
+                if all(km(lat, lon, s[0], s[1]) > cfg.site_radius_km for s in cfg.sites):
                     st.stops += 1
                 st.stop_counted = True
         else:
@@ -266,7 +236,7 @@ class FeatureEngine:
         best, best_d = -1, math.inf
         kx = 111.32 * math.cos(math.radians(lat))
         for i, segs in enumerate(self._corridors):
-            d = _line_km(lat, lon, segs, kx)
+            d = line_km(lat, lon, segs, kx)
             if d < best_d:
                 best, best_d = i, d
         return best

@@ -32,7 +32,7 @@ import orjson
 import yaml
 
 from features.schema import FACT_TYPES, NEUTRAL
-from pipeline.contracts import LANE_SET, SEVERITIES
+from pipeline.contracts.events import LANE_SET, SEVERITIES
 
 STATUSES = ("active", "shadow", "disabled")
 ACTIONS = ("dispatch", "hard", "emergency_release")

@@ -1,6 +1,6 @@
 """Per-rule, per-port counts and the hit rate (布控有效率): a pure accumulator, no clock, no I/O.
 
-The agents feed it and export what ``snapshot()`` returns as Prometheus metrics (pipeline/metrics.py) and
+The agents feed it and export what ``snapshot()`` returns as Prometheus metrics (pipeline/io/metrics.py) and
 through the API::
 
     stats = RuleStats()

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline import contracts as c
-from pipeline.embedded import Servers, servers
-from pipeline.topics import create_topics
+from pipeline.contracts import events as c
+from pipeline.io.embedded import Servers, servers
+from pipeline.io.topics import create_topics
 
 PARTITIONS = 2
 REPO = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def start_worker(
     extra_env: dict[str, str] | None = None,
     index: int = 0,
 ) -> subprocess.Popen[bytes]:
-    from pipeline.demo import spawn_worker
+    from pipeline.apps.demo import spawn_worker
 
     env = {"BUKONG_APP_ID": app_id, "BUKONG_PARTITIONS": str(PARTITIONS), **(extra_env or {})}
     proc = spawn_worker(srv.kafka, srv.redis_url, index, log_dir, extra_env=env)
@@ -115,7 +115,7 @@ def start_worker(
 
 
 def wait_ready(srv: Servers, n_workers: int = 1) -> None:
-    from pipeline.demo import wait_workers_ready
+    from pipeline.apps.demo import wait_workers_ready
 
     wait_workers_ready(srv.redis_url, n_workers, len(c.INPUT_TOPICS), PARTITIONS, timeout_s=60)
 

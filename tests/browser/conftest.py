@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.embedded import free_port
-from pipeline.settings import Secret, Settings
-from pipeline.web.server import run_web_in_thread
+from pipeline.apps.web.server import run_web_in_thread
+from pipeline.contracts.settings import Secret, Settings
+from pipeline.io.embedded import free_port
 from tests.conftest import Stack
 
 OUT = Path(__file__).resolve().parents[2] / "test-output"

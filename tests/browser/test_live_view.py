@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import contracts as c
+from pipeline.contracts import events as c
 from tests.browser.conftest import OUT, page_in
 from tests.conftest import Stack, declaration, weighbridge
 
@@ -50,7 +50,7 @@ def test_the_page_keeps_up_with_100_hits_per_second(
     import redis
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    from pipeline.commands import LIVE_STREAM_KEY, make_command
+    from pipeline.contracts.commands import LIVE_STREAM_KEY, make_command
 
     base, token = web
     r = redis.Redis.from_url(stack.srv.redis_url)

@@ -11,9 +11,9 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 
-from pipeline.embedded import Servers
-from pipeline.settings import Secret, Settings
-from pipeline.web.server import RULES_KEY, create_app
+from pipeline.apps.web.server import RULES_KEY, create_app
+from pipeline.contracts.settings import Secret, Settings
+from pipeline.io.embedded import Servers
 
 pytestmark = pytest.mark.integration
 FIELDS = {"id", "title", "lane", "severity", "status", "scope"}

@@ -12,9 +12,9 @@ import orjson
 import pytest
 import redis
 
-from pipeline import contracts as c
-from pipeline import sites
-from pipeline.commands import DRIFT_STREAM_KEY, LIVE_STREAM_KEY
+from pipeline.contracts import events as c
+from pipeline.contracts import sites
+from pipeline.contracts.commands import DRIFT_STREAM_KEY, LIVE_STREAM_KEY
 from tests.browser.conftest import ANALYST, OPERATOR, OUT, page_in
 from tests.conftest import Stack, declaration, now_ms, weighbridge
 
@@ -254,7 +254,7 @@ def test_analyst_tour_in_chinese_then_english(
 def test_operator_tour_acknowledge_report_and_watch_the_rates(
     stack: Stack, web: tuple[str, str], browser: Any, tour_hits: TourHits
 ) -> None:
-    from pipeline.model import DriftEvent
+    from pipeline.core.model import DriftEvent
 
     base, _ = web
     b = tour_hits.gqm

@@ -27,8 +27,8 @@ NEVER = 2**62
 
 
 def _events(digest: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    from pipeline.sim.scenario import load_scenario
-    from pipeline.sim.world import Simulator
+    from pipeline.apps.sim.scenario import load_scenario
+    from pipeline.apps.sim.world import Simulator
 
     sim = Simulator(load_scenario(SCENARIO), seed=SEED)
     for topic, _key, ev in sim.events(DAY_MS):
@@ -41,11 +41,11 @@ def _events(digest: Any) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def replay_commands() -> tuple[list[bytes], str]:
     """The day's commands (sorted-key JSON, in decision order) and the digest of the events it replayed."""
-    from agents.app import build_engine
-    from pipeline.core import replay
-    from pipeline.settings import Settings
-    from pipeline.sim.scenario import load_scenario
-    from pipeline.sim.world import Simulator
+    from pipeline.apps.sim.scenario import load_scenario
+    from pipeline.apps.sim.world import Simulator
+    from pipeline.contracts.settings import Settings
+    from pipeline.core.assemble import build_engine
+    from pipeline.core.engine import replay
 
     engine = build_engine(Settings())
     intel = Simulator(load_scenario(SCENARIO), seed=SEED).intel

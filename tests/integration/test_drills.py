@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.codec import decode_event
-from pipeline.contracts import ContractError
-from pipeline.drill.records import FUZZ_KINDS, fuzzed, must_dispatch
+from pipeline.apps.drill.records import FUZZ_KINDS, fuzzed, must_dispatch
+from pipeline.contracts.events import ContractError
+from pipeline.io.codec import decode_event
 
 REPO = Path(__file__).resolve().parents[2]
 SUMMARY_KEYS = (

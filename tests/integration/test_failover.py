@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from pipeline import contracts as c
-from pipeline.commands import READY_KEY, STATS_KEY
-from pipeline.embedded import Servers, servers
-from pipeline.policy import DecisionPolicy, uniform
-from pipeline.topics import create_topics
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import READY_KEY, STATS_KEY
+from pipeline.core.policy import DecisionPolicy, uniform
+from pipeline.io.embedded import Servers, servers
+from pipeline.io.topics import create_topics
 from tests.conftest import PARTITIONS, Stack, declaration, start_worker, stop_worker, wait_ready, weighbridge
 
 pytestmark = pytest.mark.integration

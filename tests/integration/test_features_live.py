@@ -12,9 +12,8 @@ import redis.asyncio as aioredis
 
 from agents import watchlists
 from agents.changelog import RedisChangelog
-from features.engine import FeatureEngine
-from pipeline import contracts as c
-from pipeline import sites
+from pipeline.contracts import events as c
+from pipeline.core.assemble import build_joiner
 from tests.conftest import Stack, declaration, weighbridge
 
 pytestmark = pytest.mark.integration
@@ -40,7 +39,7 @@ def test_state_round_trip_through_the_redis_changelog(stack: Stack, uid: str, fi
     async def main() -> None:
         client = aioredis.from_url(stack.srv.redis_url)
         log = RedisChangelog(client, partitions=2, namespace=f"test-{uid}")
-        e = FeatureEngine(sites.feature_config())
+        e = build_joiner()
         plate = f"RT-{uid}"
         t0 = 1_790_000_000_000
         d = declaration(uid, "RT", ts_ms=t0)
@@ -57,7 +56,7 @@ def test_state_round_trip_through_the_redis_changelog(stack: Stack, uid: str, fi
         await pipe.execute()
         state, applied = await log.load([1], c.INPUT_TOPICS)
         assert applied == {f"{c.DECLARATIONS}:1": 41}
-        survivor = FeatureEngine(sites.feature_config())
+        survivor = build_joiner()
         survivor.restore_keys(state)
         out = survivor.on_event(
             c.LOGISTICS if first == "declaration" else c.DECLARATIONS, w if first == "declaration" else d

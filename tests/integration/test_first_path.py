@@ -8,8 +8,8 @@ import orjson
 import pytest
 import redis
 
-from pipeline import contracts as c
-from pipeline.commands import LIVE_STREAM_KEY, command_id
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import LIVE_STREAM_KEY, command_id
 from tests.conftest import Stack, declaration, weighbridge
 
 pytestmark = pytest.mark.integration

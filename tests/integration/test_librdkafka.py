@@ -10,8 +10,8 @@ import confluent_kafka as ck  # librdkafka; `make venv` installs it (bench extra
 import orjson
 import pytest
 
-from pipeline import contracts as c
-from pipeline.commands import command_id
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import command_id
 from tests.conftest import PARTITIONS, Stack, declaration, weighbridge
 
 pytestmark = pytest.mark.integration

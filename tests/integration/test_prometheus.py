@@ -28,9 +28,9 @@ import orjson
 import pytest
 import yaml
 
-from pipeline import contracts as c
-from pipeline.commands import READY_KEY
-from pipeline.embedded import Servers, die_with_parent, free_port
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import READY_KEY
+from pipeline.io.embedded import Servers, die_with_parent, free_port
 from tests.conftest import PARTITIONS, REPO, start_worker, stop_worker, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -122,8 +122,8 @@ def observed(embedded: Servers, tmp_path_factory: pytest.TempPathFactory) -> Ite
     import redis
     from kafka import KafkaConsumer, TopicPartition
 
-    from pipeline.sim.live import LiveSim
-    from pipeline.sim.scenario import load_scenario
+    from pipeline.apps.sim.live import LiveSim
+    from pipeline.apps.sim.scenario import load_scenario
 
     prometheus = shutil.which("prometheus")
     assert prometheus, "prometheus missing: run docker/install-system-deps.sh (Debian package prometheus)"

@@ -25,10 +25,10 @@ import orjson
 import pytest
 import redis
 
-from pipeline import contracts as c
-from pipeline.commands import STATS_KEY, STATUS_PREFIX, command_id
-from pipeline.embedded import Servers, free_port, start_tansu, start_valkey
-from pipeline.topics import create_topics
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import STATS_KEY, STATUS_PREFIX, command_id
+from pipeline.io.embedded import Servers, free_port, start_tansu, start_valkey
+from pipeline.io.topics import create_topics
 from tests.conftest import PARTITIONS, Stack, declaration, start_worker, stop_worker, wait_ready, weighbridge
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -9,10 +9,10 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 
-from pipeline import contracts as c
-from pipeline.commands import RULE_STATS_KEY, STATUS_PREFIX
-from pipeline.settings import Secret, Settings
-from pipeline.web.server import create_app
+from pipeline.apps.web.server import create_app
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import RULE_STATS_KEY, STATUS_PREFIX
+from pipeline.contracts.settings import Secret, Settings
 from tests.conftest import Stack, declaration, weighbridge
 
 pytestmark = pytest.mark.integration

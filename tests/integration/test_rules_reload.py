@@ -8,9 +8,9 @@ import orjson
 import pytest
 import redis
 
-from pipeline import contracts as c
-from pipeline.commands import RULES_KEY
-from rules.cli import publish, rollback
+from pipeline.apps.rules_cli import publish, rollback
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import RULES_KEY
 from rules.engine import PACKS
 from tests.conftest import Stack, declaration, weighbridge
 

@@ -20,9 +20,9 @@ import orjson
 import pytest
 import redis
 
-from pipeline import contracts as c
-from pipeline.embedded import EmbeddedServer, Servers, free_port, start_tansu, start_valkey
-from pipeline.topics import create_topics
+from pipeline.contracts import events as c
+from pipeline.io.embedded import EmbeddedServer, Servers, free_port, start_tansu, start_valkey
+from pipeline.io.topics import create_topics
 from tests.conftest import PARTITIONS, now_ms, start_worker, stop_worker, wait_ready
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import servers
-from pipeline.topics import create_topics
+from pipeline.io.embedded import servers
+from pipeline.io.topics import create_topics
 from tests.conftest import PARTITIONS, REPO, start_worker, stop_worker, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

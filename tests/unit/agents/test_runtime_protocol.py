@@ -22,11 +22,11 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from agents.runtime import SENT_LUA, DispatchLog, Record, Runtime
-from pipeline import contracts as c
-from pipeline.commands import STATUS_PREFIX, make_command
-from pipeline.core import Decision
-from pipeline.embedded import Servers, free_port, start_valkey
-from pipeline.metrics import Metrics
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import STATUS_PREFIX, make_command
+from pipeline.core.engine import Decision
+from pipeline.io.embedded import Servers, free_port, start_valkey
+from pipeline.io.metrics import Metrics
 from tests.conftest import Stack, declaration
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from agents.app import _export_rule_errors, start_health_server
 from agents.runtime import Health
-from pipeline.embedded import free_port
-from pipeline.metrics import Metrics
+from pipeline.io.embedded import free_port
+from pipeline.io.metrics import Metrics
 
 
 def test_healthz_says_ok_then_degraded_while_waiting_then_ok_again() -> None:

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from pipeline import metrics as metrics_module
-from pipeline.metrics import Metrics
-from pipeline.settings import Settings
+from pipeline.io import metrics as metrics_module
+from pipeline.contracts.settings import Settings
+from pipeline.io.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKER = REPO / "docker"
@@ -61,13 +61,13 @@ def test_three_kraft_brokers_with_quorum_rf3_and_min_isr_2(compose: dict[str, An
 
 
 def test_app_services_use_only_settings_bukong_reads(compose: dict[str, Any]) -> None:
-    settings_src = (REPO / "pipeline" / "settings.py").read_text()
+    settings_src = (REPO / "pipeline" / "contracts" / "settings.py").read_text()
     known = set(re.findall(r'"((?:BUKONG|KAFKA|REDIS)_[A-Z_]+)"', settings_src))
     assert {"KAFKA_BROKER", "REDIS_URL"} <= known
     for name in ("worker", "web", "simulator", "topics"):
         env = _env(compose["services"][name])
         unknown = set(env) - known
-        assert not unknown, f"{name} sets {unknown}, which pipeline/settings.py never reads"
+        assert not unknown, f"{name} sets {unknown}, which pipeline/contracts/settings.py never reads"
         assert env["BUKONG_PRODUCER_ACKS"] == "all"
         settings = Settings.from_env({k: str(v) for k, v in env.items() if not str(v).startswith("${")})
         assert settings.kafka_broker and settings.redis_url and settings.replication == 3

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from features.schema import FACT_TYPES
-from pipeline.decision.encode import encode
-from pipeline.model import DriftEvent, ModelRegistry, RiskModel, SnapshotStore
+from pipeline.core.decision.encode import encode
+from pipeline.core.model import DriftEvent, ModelRegistry, RiskModel, SnapshotStore
 
 NEUTRAL = {"decl_id": "d0", "credit_grade": "general", "mode": "road", "port": "ERL", "unit_value_ratio": 1.0}
 
@@ -197,7 +197,7 @@ def test_memory_explores_a_region_without_labels_and_keeps_it_only_if_it_is_bad(
 
 
 def test_memory_is_bounded_and_forgets_the_least_recently_updated_bins():
-    from pipeline.decision.memory import BinMemory
+    from pipeline.core.decision.memory import BinMemory
 
     mem = BinMemory(max_bins=10)
     for i in range(50):

@@ -15,12 +15,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline import contracts as c
-from pipeline.cli import main
-from pipeline.codec import dead_letter
-from pipeline.commands import make_command
-from pipeline.contracts import ContractError
-from pipeline.embedded import Servers, free_port
+from pipeline.apps.cli import main
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import make_command
+from pipeline.contracts.events import ContractError
+from pipeline.io.codec import dead_letter
+from pipeline.io.embedded import Servers, free_port
 from tests.conftest import REPO, declaration, now_ms
 
 BUKONG = Path(sys.executable).with_name("bukong")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline import contracts as c
-from pipeline.codec import dead_letter, decode_event
+from pipeline.contracts import events as c
+from pipeline.io.codec import dead_letter, decode_event
 
 NOW = 1_790_000_000_000
 

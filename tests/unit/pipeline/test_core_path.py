@@ -7,9 +7,9 @@ import itertools
 import pytest
 
 from features.engine import FeatureConfig, FeatureEngine
-from pipeline import contracts as c
-from pipeline.commands import command_id
-from pipeline.core import Engine, replay
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import command_id
+from pipeline.core.engine import Engine, replay
 from rules.engine import load_default_pack
 
 T0 = 1_790_000_000_000

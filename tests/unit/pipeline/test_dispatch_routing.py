@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from features.engine import FeatureEngine
-from pipeline import contracts as c
-from pipeline import sites
-from pipeline.core import LANE_DEADLINE_MS, Engine
-from pipeline.policy import DecisionPolicy
+from pipeline.contracts import events as c
+from pipeline.contracts import sites
+from pipeline.core.engine import LANE_DEADLINE_MS, Engine
+from pipeline.core.policy import DecisionPolicy
 from rules.engine import RuleHit
 
 T0 = 1_790_000_000_000

@@ -8,15 +8,15 @@ import sys
 import pytest
 
 CORE_MODULES = [
-    "pipeline.core",
-    "pipeline.contracts",
-    "pipeline.codec",
-    "pipeline.commands",
+    "pipeline.core.engine",
+    "pipeline.contracts.events",
+    "pipeline.io.codec",
+    "pipeline.contracts.commands",
     "features.engine",
     "rules.engine",
-    "pipeline.model",
-    "pipeline.policy",
-    "pipeline.sim.world",
+    "pipeline.core.model",
+    "pipeline.core.policy",
+    "pipeline.apps.sim.world",
     "features",
     "rules",
 ]

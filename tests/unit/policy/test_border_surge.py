@@ -10,10 +10,10 @@ import pytest
 
 from benchmarks.quality import Item, Strategy, by_day
 from benchmarks.quality_sim import sim_items
-from pipeline.policy import INSPECTION_LANES
+from pipeline.core.policy import INSPECTION_LANES
 
 DAY_MS = 86_400_000
-SURGE = (1.25, 1.75)  # pipeline/sim/scenarios/border-surge.yaml: EHT x3 from day 1.25 to 1.75
+SURGE = (1.25, 1.75)  # pipeline/apps/sim/scenarios/border-surge.yaml: EHT x3 from day 1.25 to 1.75
 
 
 class Recording(Strategy):

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.decision.budget import BudgetConfig
-from pipeline.policy import INSPECTION_LANES, DecisionPolicy, PolicyConfig, importance_weight, uniform
+from pipeline.core.decision.budget import BudgetConfig
+from pipeline.core.policy import INSPECTION_LANES, DecisionPolicy, PolicyConfig, importance_weight, uniform
 
 HOUR = 3_600_000
 T0 = 1_767_225_600_000  # 2026-01-01

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from features.schema import NEUTRAL
-from rules.backtest import DAY, backtest, evaluate
+from pipeline.apps.backtest import DAY, backtest, evaluate
 from rules.engine import CompiledPack
 from rules.pack import parse_pack
 from tests.conftest import declaration, weighbridge

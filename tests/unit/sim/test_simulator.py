@@ -7,11 +7,12 @@ from collections import Counter
 
 import pytest
 
-from pipeline import contracts as c
-from pipeline import sites
-from pipeline.sim.oracle import InspectionOracle
-from pipeline.sim.scenario import TYPOLOGIES, ScenarioError, load_scenario
-from pipeline.sim.world import DAY_MS, HOUR_MS, Simulator
+from features.geometry import distance_to_polyline_km
+from pipeline.apps.sim.oracle import InspectionOracle
+from pipeline.apps.sim.scenario import TYPOLOGIES, ScenarioError, load_scenario
+from pipeline.apps.sim.world import DAY_MS, HOUR_MS, Simulator
+from pipeline.contracts import events as c
+from pipeline.contracts import sites
 
 
 def run(scenario: str = "baseline", hours: int = 24, seed: int | None = None, **over: object) -> Simulator:
@@ -87,7 +88,7 @@ def test_tracks_stay_on_the_corridor_unless_concealing(day: Simulator) -> None:
             continue
         port = ev["conveyance_id"].rsplit("-", 1)[1]
         line = next(v for k, v in sites.CORRIDORS.items() if k.startswith(port))
-        worst_honest = max(worst_honest, sites.distance_to_polyline_km((ev["lat"], ev["lon"]), line))
+        worst_honest = max(worst_honest, distance_to_polyline_km((ev["lat"], ev["lon"]), line))
     assert worst_honest < 1.5
 
 

@@ -14,12 +14,12 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pipeline import contracts as c
-from pipeline.commands import LIVE_STREAM_KEY, STATUS_PREFIX, make_command
-from pipeline.embedded import Servers
-from pipeline.metrics import Metrics, WebMetrics
-from pipeline.settings import Secret, Settings
-from pipeline.web.server import create_app
+from pipeline.apps.web.server import create_app
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import LIVE_STREAM_KEY, STATUS_PREFIX, make_command
+from pipeline.contracts.settings import Secret, Settings
+from pipeline.io.embedded import Servers
+from pipeline.io.metrics import Metrics, WebMetrics
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,11 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from pipeline.commands import STATUS_PREFIX, command_id
-from pipeline.embedded import Servers
-from pipeline.settings import Secret, Settings
-from pipeline.web.auth import Auth
-from pipeline.web.server import create_app
+from pipeline.apps.web.auth import Auth
+from pipeline.apps.web.server import create_app
+from pipeline.contracts.commands import STATUS_PREFIX, command_id
+from pipeline.contracts.settings import Secret, Settings
+from pipeline.io.embedded import Servers
 from tests.unit.web.test_api import ANALYST, OPERATOR, bearer, run, seed_command
 
 pytestmark = pytest.mark.integration

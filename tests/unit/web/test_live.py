@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from pipeline.embedded import Servers
-from pipeline.web.live import LiveHub, StreamLimit, make_batch
+from pipeline.apps.web.live import LiveHub, StreamLimit, make_batch
+from pipeline.io.embedded import Servers
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from pipeline.embedded import Servers, free_port
-from pipeline.settings import Secret, Settings
-from pipeline.web.openapi import openapi_document
-from pipeline.web.server import create_app, run_web_in_thread
+from pipeline.apps.web.openapi import openapi_document
+from pipeline.apps.web.server import create_app, run_web_in_thread
+from pipeline.contracts.settings import Secret, Settings
+from pipeline.io.embedded import Servers, free_port
 from tests.unit.web.test_api import ANALYST, OPERATOR, seed_command
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def test_the_document_names_every_route_of_the_server() -> None:
     doc = {(m, p) for p, ops in openapi_document()["paths"].items() for m in ops}
     missing = routes - doc
     assert not missing, (
-        f"routes missing from pipeline/web/openapi.py (document them there): {sorted(missing)}"
+        f"routes missing from pipeline/apps/web/openapi.py (document them there): {sorted(missing)}"
     )
     assert doc - routes == set(), "the document names routes the server does not have"
 

@@ -1,0 +1,281 @@
+"""The pure scoring core: events in, decisions out. No faust, no redis, no prometheus_client, no wall clock.
+
+The same Engine runs inside the Faust agent, in replay/backtest from a file, and in the in-process benchmark:
+
+    engine = Engine.default()
+    for topic, ev in events:
+        for cmd in engine.process(topic, ev):
+            ...
+    engine.advance(watermark_ms)   # deadline scoring when no more events come for a conveyance
+
+Joining and features live in features/, rules in rules/, the model and policy in pipeline/core/model.py and
+pipeline/core/policy.py; this module wires them and turns each decided declaration into at most one command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline.contracts import events as c
+from pipeline.contracts.commands import SEVERITY_BY_LANE, make_command
+from pipeline.core.policy import lane_rank
+
+DEFAULT_DEADLINE_MS = 30 * 60 * 1000  # a command must be acted on within 30 min of event time
+MIN = 60_000
+# how long a site has to act, by lane: before the truck leaves the inspection area / the audit window closes
+LANE_DEADLINE_MS = {
+    "physical_inspection": 45 * MIN,
+    "document_check": 90 * MIN,
+    "intercept": 30 * MIN,  # replaced by the time the vehicle needs to reach the border, when it is tracked
+    "post_clearance_audit": 30 * 24 * 60 * MIN,
+    "release": 0,
+}
+INTERCEPT_SPEED_KMH = 50.0
+LANE_RANK = {lane: i for i, lane in enumerate(c.LANES)}
+
+
+class ReadyLike(Protocol):
+    decl: dict[str, Any]
+    facts: dict[str, Any]
+    missing: list[str]
+    trigger_topic: str
+    trigger_ts_ms: int
+
+
+class Joiner(Protocol):
+    def on_event(self, topic: str, ev: dict[str, Any]) -> list[Any]: ...
+
+    def advance(self, watermark_ms: int) -> list[Any]: ...
+
+
+class HitLike(Protocol):
+    rule_id: str
+    lane: str
+    severity: str
+    status: str
+    action: str
+    reason: str
+    evidence: dict[str, Any]
+
+
+class RuleSet(Protocol):
+    version: int
+
+    def evaluate(self, facts: dict[str, Any]) -> list[Any]: ...
+
+
+@dataclass(slots=True)
+class Decision:
+    """What the core decided for one declaration."""
+
+    decl: dict[str, Any]
+    facts: dict[str, Any]
+    lane: str
+    dispatch: bool
+    command: dict[str, Any] | None
+    hits: list[Any] = field(default_factory=list)
+    shadow_hits: list[Any] = field(default_factory=list)
+    notification: dict[str, Any] | None = None
+
+
+def _lane_of(hits: list[Any]) -> str:
+    lane = "release"
+    for h in hits:
+        if lane_rank(h.lane) > lane_rank(lane):  # the more intrusive lane wins when several rules fire
+            lane = h.lane
+    return lane
+
+
+@dataclass(slots=True)
+class Learned:
+    """What an inspection result taught: for hit-rate bookkeeping and the live view."""
+
+    decl_id: str
+    command_id: str
+    outcome: str
+    rule_ids: list[str]
+    port: str
+    selection: str
+    learned: bool
+    drift: Any = None
+
+
+@dataclass
+class Engine:
+    """Join -> facts -> rules + model -> policy -> at most one command per declaration.
+
+    Without a model or policy (the first path, tests) an active rule hit decides the lane by itself.
+    """
+
+    joiner: Joiner
+    rules: RuleSet
+    model: Any = None  # pipeline.core.model.ModelRegistry
+    policy: Any = None  # pipeline.core.policy.DecisionPolicy
+    snapshots: Any = None  # pipeline.core.decision.snapshots.SnapshotStore
+    deadline_ms: int = DEFAULT_DEADLINE_MS
+    explain_k: int = 3
+    squads: tuple[Any, ...] = ()  # mobile squads (id, lat, lon, roster): intercepts go to the nearest one
+    border: tuple[tuple[float, float], ...] = ()  # the border line: an intercept must happen before it
+    lane_deadline_ms: dict[str, int] = field(default_factory=lambda: dict(LANE_DEADLINE_MS))
+    decided: int = 0
+
+    def process(
+        self, topic: str, ev: dict[str, Any], trigger: dict[str, Any] | None = None
+    ) -> list[Decision]:
+        """Fold one validated event in; return the decisions it completed (usually none)."""
+        ready = self.joiner.on_event(topic, ev)
+        if not ready:
+            return []
+        return [self._decide(r, trigger) for r in ready]
+
+    def advance(self, watermark_ms: int) -> list[Decision]:
+        """Event time has reached ``watermark_ms``: decide declarations whose join deadline passed."""
+        return [self._decide(r, None) for r in self.joiner.advance(watermark_ms)]
+
+    def swap_rules(self, rules: RuleSet) -> None:
+        """Atomically replace the rule pack (between events: no event sees half a pack)."""
+        self.rules = rules
+
+    def _decide(self, ready: ReadyLike, trigger: dict[str, Any] | None) -> Decision:
+        self.decided += 1
+        facts = ready.facts
+        decl = ready.decl
+        decided_ts = max(ready.trigger_ts_ms, decl["ts_ms"])
+        all_hits = self.rules.evaluate(facts)
+        hits = [h for h in all_hits if h.status == "active"]
+        shadow = [h for h in all_hits if h.status != "active"]
+        notification = None
+        emergency = [h for h in hits if h.action == "emergency_release"]
+        if emergency:
+            notification = {
+                "kind": "emergency_release",
+                "decl_id": decl["decl_id"],
+                "conveyance_id": decl["conveyance_id"],
+                "port": decl["port"],
+                "ts_ms": decided_ts,
+                "text": "; ".join(h.reason for h in emergency),
+            }
+        score = self.model.score(facts) if self.model is not None else (1.0 if hits else 0.0)
+        if self.policy is not None:
+            pd = self.policy.decide(decl, facts, all_hits, score, decided_ts)
+            lane, dispatch, severity = pd.lane, pd.dispatch, pd.severity
+            reasons, selection, prob, officers, site = (
+                pd.reasons,
+                pd.selection,
+                pd.selection_prob,
+                pd.officers,
+                pd.site,
+            )
+            risk = pd.risk
+        else:
+            lane = "release" if emergency else _lane_of(hits)
+            dispatch = lane != "release"
+            severity = max((h.severity for h in hits), key=_severity_rank, default=SEVERITY_BY_LANE[lane])
+            reasons = [{"rule_id": h.rule_id, "text": h.reason, "evidence": h.evidence} for h in hits]
+            selection, prob, officers, site, risk = "rule", 1.0, [], decl["port"], score
+        command = None
+        deadline = decided_ts + self.lane_deadline_ms.get(lane, self.deadline_ms)
+        if dispatch and lane == "intercept" and facts.get("track_present") and self.squads:
+            site, officers, deadline = self._route_intercept(decl["decl_id"], facts, decided_ts, officers)
+        if dispatch:
+            factors = self.model.champion.explain(facts, self.explain_k) if self.model is not None else []
+            model_version = self.model.version if self.model is not None else 0
+            command = make_command(
+                decl=decl,
+                lane=lane,
+                site=site,
+                severity=severity,
+                score=risk,
+                reasons=reasons,
+                rule_ids=[h.rule_id for h in hits],
+                pack_version=self.rules.version,
+                decided_ts_ms=decided_ts,
+                deadline_ts_ms=deadline,
+                facts=facts,
+                missing=list(ready.missing),
+                factors=factors,
+                model_version=model_version,
+                selection=selection,
+                selection_prob=prob,
+                officers=officers,
+                trigger=dict(trigger or {}, topic=ready.trigger_topic),
+            )
+            if self.snapshots is not None:
+                self.snapshots.put(
+                    decl["decl_id"],
+                    facts,
+                    decided_ts,
+                    selection=selection,
+                    selection_prob=prob,
+                    rule_ids=command["rule_ids"],
+                    port=decl["port"],
+                    command_id=command["command_id"],
+                )
+        return Decision(decl, facts, lane, dispatch, command, hits, shadow, notification)
+
+    def _route_intercept(
+        self, decl_id: str, facts: dict[str, Any], decided_ts: int, officers: list[str]
+    ) -> tuple[str, list[str], int]:
+        """The mobile squad nearest the vehicle's latest fix, its officers, and the time to the border."""
+        from features.geometry import distance_to_polyline_km, haversine_km
+
+        pos = (float(facts["last_lat"]), float(facts["last_lon"]))
+        squad = min(self.squads, key=lambda s: haversine_km(pos, (s.lat, s.lon)))
+        if self.policy is not None:
+            officers = self.policy.officers(decl_id, squad.id, "intercept")
+        deadline = decided_ts + self.lane_deadline_ms["intercept"]
+        if self.border:
+            km = distance_to_polyline_km(pos, self.border)
+            eta = int(km / INTERCEPT_SPEED_KMH * 60 * MIN)
+            deadline = decided_ts + max(15 * MIN, min(eta, 120 * MIN))
+        return squad.id, officers, deadline
+
+    def on_result(self, ev: dict[str, Any], snapshot: Any = None) -> Learned | None:
+        """An inspection result: learn from the facts as they were when the declaration was scored.
+
+        ``snapshot`` may be supplied by the caller (e.g. loaded from Redis after a restart); otherwise the
+        engine's own SnapshotStore is used. Returns None when no snapshot is known (counted by the store).
+        """
+        snap = snapshot
+        if snap is None and self.snapshots is not None:
+            snap = self.snapshots.pop(ev["decl_id"], ev["ts_ms"])
+        if snap is None:
+            return None
+        meta = snap.meta
+        label = ev["outcome"] == "violation"
+        drift = None
+        learned = False
+        if self.model is not None and ev["outcome"] in ("violation", "clean"):
+            from pipeline.core.policy import importance_weight
+
+            weight = importance_weight(meta.get("selection", "rule"), meta.get("selection_prob", 1.0))
+            drift = self.model.learn(snap.facts, label, weight, ev["ts_ms"])
+            learned = True
+        return Learned(
+            ev["decl_id"],
+            ev["command_id"],
+            ev["outcome"],
+            list(meta.get("rule_ids", [])),
+            meta.get("port", ""),
+            meta.get("selection", "rule"),
+            learned,
+            drift,
+        )
+
+
+_SEV = {s: i for i, s in enumerate(c.SEVERITIES)}
+
+
+def _severity_rank(s: str) -> int:
+    return _SEV.get(s, 0)
+
+
+def replay(engine: Engine, events: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Decision]:
+    """Run recorded (topic, event) pairs through the core in order, then flush every pending deadline."""
+    last_ts = 0
+    for topic, ev in events:
+        last_ts = max(last_ts, ev.get("ts_ms", 0))
+        yield from engine.process(topic, ev)
+    yield from engine.advance(last_ts + 10 * engine.deadline_ms)
