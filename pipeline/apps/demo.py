@@ -299,8 +299,9 @@ def start_web(settings: Settings, kafka: str, redis_url: str) -> Any:
         _say(f"live view not started: port {settings.web_port} is busy ({exc}); use --web-port")
         return None
     base = f"http://{settings.web_host}:{settings.web_port}/"
-    _say(f"live     {base}#token={settings.analyst_token.get()}   (analyst: read-only)")
-    _say(f"         {base}#token={settings.operator_token.get()}   (operator: acknowledge, report results)")
+    analyst, operator = settings.analyst_token.get_secret_value(), settings.operator_token.get_secret_value()
+    _say(f"live     {base}#token={analyst}   (analyst: read-only)")
+    _say(f"         {base}#token={operator}   (operator: acknowledge, report results)")
     _say(f"metrics  {base}metrics")
     return stop
 

@@ -12,7 +12,6 @@ python -m pipeline rules backtest --pack candidate.yaml --events rec.jsonl [--tr
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,9 +19,10 @@ from typing import Any
 
 import orjson
 
+from pipeline.contracts.settings import Settings
 from rules.pack import PackError, PackIssue, RulePack, load_pack, pack_to_bytes
 
-DEFAULT_PACK = Path(__file__).resolve().parents[2] / "rules" / "packs" / "starter.yaml"
+DEFAULT_PACK: Path = Settings.model_fields["rule_pack"].default  # the start-up pack
 PACK_KEY = b"pack"
 
 
@@ -46,12 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         c = sub.add_parser(name, help=helptext)
         if name == "publish":
             c.add_argument("path", type=Path)
-        c.add_argument("--broker", default=os.environ.get("KAFKA_BROKER"), help="Kafka host:port")
+        c.add_argument("--broker", help="Kafka host:port (default: KAFKA_BROKER)")
     c = sub.add_parser(
         "stats", help="the live pack's rules with their hits, shadow hits and hit rates so far"
     )
-    c.add_argument("--broker", default=os.environ.get("KAFKA_BROKER"), help="Kafka host:port")
-    c.add_argument("--redis", default=os.environ.get("REDIS_URL"), help="Redis URL the workers count in")
+    c.add_argument("--broker", help="Kafka host:port (default: KAFKA_BROKER)")
+    c.add_argument("--redis", help="Redis URL the workers count in (default: REDIS_URL)")
     c = sub.add_parser("backtest", help="replay recorded events through the core with a candidate pack")
     c.add_argument("--pack", type=Path, required=True)
     c.add_argument("--baseline", type=Path, default=DEFAULT_PACK, help="the live pack to compare with")
@@ -73,19 +73,22 @@ def run(args: argparse.Namespace) -> int:
         return test(*args.path)
     if cmd == "list":
         return list_rules(args.path)
+    settings = Settings.from_env()
+    broker = args.broker or settings.kafka_broker
     if cmd == "stats":
-        if not args.broker or not args.redis:
+        redis_url = args.redis or settings.redis_url
+        if not broker or not redis_url:
             print(
                 "error: give --broker host:port and --redis URL (or set KAFKA_BROKER, REDIS_URL)",
                 file=sys.stderr,
             )
             return 2
-        return stats(args.broker, args.redis)
+        return stats(broker, redis_url)
     if cmd in ("publish", "rollback"):
-        if not args.broker:
+        if not broker:
             print("error: give --broker host:port (or set KAFKA_BROKER)", file=sys.stderr)
             return 2
-        return publish(args.path, args.broker) if cmd == "publish" else rollback(args.broker)
+        return publish(args.path, broker) if cmd == "publish" else rollback(broker)
     from pipeline.apps.backtest import backtest
 
     return backtest(args.pack, args.baseline, args.events, args.truth, args.out, args.watchlist)

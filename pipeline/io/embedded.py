@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.contracts.settings import Settings
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -41,7 +43,7 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def tansu_binary() -> Path:
-    override = os.environ.get("BUKONG_TANSU_BIN")
+    override = Settings.from_env().tansu_bin
     if override:
         return Path(override)
     try:
@@ -61,7 +63,7 @@ def tansu_binary() -> Path:
 
 
 def valkey_binary() -> Path:
-    override = os.environ.get("BUKONG_VALKEY_BIN")
+    override = Settings.from_env().valkey_bin
     if override:
         return Path(override)
     try:

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from pipeline.apps.web.server import run_web_in_thread
-from pipeline.contracts.settings import Secret, Settings
+from pipeline.contracts.settings import Settings
 from pipeline.io.embedded import free_port
 from tests.conftest import Stack
 
@@ -35,7 +36,9 @@ OPERATOR = "browser-operator"
 @pytest.fixture(scope="module")
 def web(stack: Stack) -> Iterator[tuple[str, str]]:
     """The live view on a free port: (base URL, operator token); the analyst token is ANALYST."""
-    settings = Settings(analyst_token=Secret(ANALYST), operator_token=Secret(OPERATOR), web_port=free_port())
+    settings = Settings(
+        analyst_token=SecretStr(ANALYST), operator_token=SecretStr(OPERATOR), web_port=free_port()
+    )
     stop = run_web_in_thread(settings, stack.srv.redis_url, stack.srv.kafka)
     try:
         yield f"http://127.0.0.1:{settings.web_port}/", OPERATOR

@@ -10,9 +10,10 @@ import orjson
 import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
 from pipeline.apps.web.server import RULES_KEY, create_app
-from pipeline.contracts.settings import Secret, Settings
+from pipeline.contracts.settings import Settings
 from pipeline.io.embedded import Servers
 
 pytestmark = pytest.mark.integration
@@ -20,7 +21,7 @@ FIELDS = {"id", "title", "lane", "severity", "status", "scope"}
 
 
 def _get(srv: Servers, token: str | None) -> tuple[int, Any]:
-    settings = Settings(analyst_token=Secret("a"), operator_token=Secret("o"))
+    settings = Settings(analyst_token=SecretStr("a"), operator_token=SecretStr("o"))
 
     async def go() -> tuple[int, Any]:
         async with TestClient(TestServer(create_app(settings, srv.redis_url, srv.kafka))) as client:

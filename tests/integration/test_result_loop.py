@@ -8,11 +8,12 @@ import time
 import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
 from pipeline.apps.web.server import create_app
 from pipeline.contracts import events as c
 from pipeline.contracts.commands import RULE_STATS_KEY, STATUS_PREFIX
-from pipeline.contracts.settings import Secret, Settings
+from pipeline.contracts.settings import Settings
 from tests.conftest import Stack, declaration, weighbridge
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,7 @@ def test_reported_violation_reaches_the_model_and_the_rule_hit_rate(stack: Stack
     cmd = stack.read(c.DISPATCH_COMMANDS, want=1, where=lambda x: uid in x["decl_id"] and x["rule_ids"])[0]
     r = redis.Redis.from_url(stack.srv.redis_url, decode_responses=True)
     before = int(r.hget(RULE_STATS_KEY, "weighbridge_excess|CEK|confirmed") or 0)
-    settings = Settings(analyst_token=Secret("a"), operator_token=Secret("o"))
+    settings = Settings(analyst_token=SecretStr("a"), operator_token=SecretStr("o"))
 
     async def report() -> dict:
         async with TestClient(

@@ -280,14 +280,19 @@ async def run_attacks(base: str, analyst: str, operator: str, cid: str, streams:
 
 def api_drill(kafka: str, redis_url: str, cid: str, streams: int) -> ApiReport:
     """Serve the web app on a free port (its own thread and loop), attack it, stop it."""
+    from pydantic import SecretStr
+
     from pipeline.apps.web.server import run_web_in_thread
-    from pipeline.contracts.settings import Secret, Settings
+    from pipeline.contracts.settings import Settings
     from pipeline.io.embedded import free_port
 
     analyst, operator = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     port = free_port()
     settings = Settings.from_env().with_(
-        web_port=port, web_host="127.0.0.1", analyst_token=Secret(analyst), operator_token=Secret(operator)
+        web_port=port,
+        web_host="127.0.0.1",
+        analyst_token=SecretStr(analyst),
+        operator_token=SecretStr(operator),
     )
     stop = run_web_in_thread(settings, redis_url, kafka)
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import re
 import sys
 import time
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from pipeline.apps.sim.scenario import ScenarioError, load_scenario
 from pipeline.apps.sim.world import HOUR_MS, Simulator
+from pipeline.contracts.settings import Settings
 
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bad-events", type=int, default=None, help="broken records to inject")
     p.add_argument("--to-kafka", action="store_true", help="play live onto Kafka instead of recording")
     p.add_argument("--rate", type=float, default=200.0, help="live: events per second")
-    p.add_argument("--broker", default=os.environ.get("KAFKA_BROKER"), help="live: Kafka host:port")
+    p.add_argument("--broker", help="live: Kafka host:port (default: KAFKA_BROKER)")
     p.add_argument("--no-feedback", action="store_true", help="live: do not answer dispatch commands")
 
 
@@ -123,11 +123,12 @@ def record(sc: Any, seed: int | None, duration_ms: int, out: Path) -> dict[str, 
 def _live(args: argparse.Namespace, sc: Any) -> int:
     from pipeline.apps.sim.live import LiveSim
 
-    if not args.broker:
+    broker = args.broker or Settings.from_env().kafka_broker
+    if not broker:
         print("error: --to-kafka needs --broker host:port (or KAFKA_BROKER)", file=sys.stderr)
         return 2
     live = LiveSim(
-        args.broker, sc, args.rate, seed=args.seed, bad_events=sc.bad_events, feedback=not args.no_feedback
+        broker, sc, args.rate, seed=args.seed, bad_events=sc.bad_events, feedback=not args.no_feedback
     )
     duration_s = args.duration / 1000
     live.start(duration_s)

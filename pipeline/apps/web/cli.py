@@ -25,14 +25,15 @@ def run(args: argparse.Namespace) -> int:
     if not kafka or not redis_url:
         print("error: the web service joins a running stack: set KAFKA_BROKER and REDIS_URL", file=sys.stderr)
         return 2
-    if not (s.analyst_token.get() and s.operator_token.get()):
+    if not (s.analyst_token.get_secret_value() and s.operator_token.get_secret_value()):
         s = ensure_tokens(s)
         print(
             "no tokens configured (BUKONG_ANALYST_TOKEN, BUKONG_OPERATOR_TOKEN): generated for this run",
             file=sys.stderr,
         )
         print(
-            f"analyst token:  {s.analyst_token.get()}\noperator token: {s.operator_token.get()}",
+            f"analyst token:  {s.analyst_token.get_secret_value()}\n"
+            f"operator token: {s.operator_token.get_secret_value()}",
             file=sys.stderr,
         )
     host = args.host or s.web_host

@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr
 
 from pipeline.apps.web.auth import COOKIE, COOKIE_MAX_AGE_S, SAFE_METHODS, Auth, allowed_origins, cross_origin
 from pipeline.apps.web.live import STREAM_ID, LiveHub, StreamLimit, Subscriber, hit_entries, make_batch
@@ -97,7 +98,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(
     settings: Settings, redis_url: str, kafka_bootstrap: str, registry: CollectorRegistry | None = None
 ) -> web.Application:
-    auth = Auth(settings.analyst_token.get(), settings.operator_token.get())
+    auth = Auth(settings.analyst_token.get_secret_value(), settings.operator_token.get_secret_value())
     registry = registry or CollectorRegistry()
     metrics = WebMetrics.create(registry)
     origins = allowed_origins(settings.web_origins)
@@ -568,13 +569,11 @@ def create_app(
 
 def ensure_tokens(settings: Settings) -> Settings:
     """Random tokens when none are configured (demo): printed once to the terminal, never logged."""
-    from pipeline.contracts.settings import Secret
-
     changes = {}
-    if not settings.analyst_token.get():
-        changes["analyst_token"] = Secret(secrets.token_urlsafe(16))
-    if not settings.operator_token.get():
-        changes["operator_token"] = Secret(secrets.token_urlsafe(16))
+    if not settings.analyst_token.get_secret_value():
+        changes["analyst_token"] = SecretStr(secrets.token_urlsafe(16))
+    if not settings.operator_token.get_secret_value():
+        changes["operator_token"] = SecretStr(secrets.token_urlsafe(16))
     return settings.with_(**changes) if changes else settings
 
 

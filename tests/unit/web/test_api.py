@@ -13,11 +13,12 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import SecretStr
 
 from pipeline.apps.web.server import create_app
 from pipeline.contracts import events as c
 from pipeline.contracts.commands import LIVE_STREAM_KEY, STATUS_PREFIX, make_command
-from pipeline.contracts.settings import Secret, Settings
+from pipeline.contracts.settings import Settings
 from pipeline.io.embedded import Servers
 from pipeline.io.metrics import Metrics, WebMetrics
 from tests.conftest import Stack
@@ -27,7 +28,7 @@ ANALYST, OPERATOR = "analyst-secret-1", "operator-secret-2"
 
 
 def _settings() -> Settings:
-    return Settings(analyst_token=Secret(ANALYST), operator_token=Secret(OPERATOR))
+    return Settings(analyst_token=SecretStr(ANALYST), operator_token=SecretStr(OPERATOR))
 
 
 def seed_command(redis_url: str, uid: str, port: str = "EHT") -> dict[str, Any]:

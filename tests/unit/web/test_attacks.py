@@ -15,12 +15,13 @@ import aiohttp
 import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 from yarl import URL
 
 from pipeline.apps.web.auth import Auth
 from pipeline.apps.web.server import create_app
 from pipeline.contracts.commands import STATUS_PREFIX, command_id
-from pipeline.contracts.settings import Secret, Settings
+from pipeline.contracts.settings import Settings
 from pipeline.io.embedded import Servers
 from tests.unit.web.test_api import ANALYST, OPERATOR, bearer, run, seed_command
 
@@ -284,7 +285,7 @@ def test_result_body_at_the_edge(embedded: Servers, uid: str) -> None:
 
 # ----------------------------------------------------------------------------------------- streams
 def _stream_app(embedded: Servers, **caps: int) -> Any:
-    s = Settings(analyst_token=Secret(ANALYST), operator_token=Secret(OPERATOR), **caps)  # type: ignore[arg-type]
+    s = Settings(analyst_token=SecretStr(ANALYST), operator_token=SecretStr(OPERATOR), **caps)  # type: ignore[arg-type]
     return create_app(s, embedded.redis_url, embedded.kafka)
 
 

@@ -17,11 +17,12 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from schemathesis import GenerationMode
 
 from pipeline.apps.web.openapi import openapi_document
 from pipeline.apps.web.server import create_app, run_web_in_thread
-from pipeline.contracts.settings import Secret, Settings
+from pipeline.contracts.settings import Settings
 from pipeline.io.embedded import Servers, free_port
 from tests.unit.web.test_api import ANALYST, OPERATOR, seed_command
 
@@ -47,7 +48,10 @@ def test_the_document_names_every_route_of_the_server() -> None:
 def web_url(embedded: Servers) -> Iterator[str]:
     port = free_port()
     s = Settings(
-        analyst_token=Secret(ANALYST), operator_token=Secret(OPERATOR), web_host="127.0.0.1", web_port=port
+        analyst_token=SecretStr(ANALYST),
+        operator_token=SecretStr(OPERATOR),
+        web_host="127.0.0.1",
+        web_port=port,
     )
     stop = run_web_in_thread(s, embedded.redis_url, embedded.kafka)
     try:
