@@ -115,7 +115,7 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
             cm = state["committer"] = OffsetCommitter(app.consumer)  # type: ignore[arg-type]
         return cm
 
-    async def score_batch(batch: dict[Any, list[Any]]) -> None:
+    async def score_batch(batch: dict[Any, list[Any]], fetched_at: float) -> None:
         """The scoring agent: every fetched batch of declarations, logistics and tracks, in one call."""
         records = [
             Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
@@ -124,7 +124,7 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
         ]
         flow.busy = True
         try:
-            await runtime().process(records)
+            await runtime().process(records, fetched_at)
             cm = committer()
             cm.processed(batch)
             await cm.maybe_commit()
@@ -135,8 +135,8 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
     class Consumer(BatchConsumer):
         hot_topics = frozenset(c.INPUT_TOPICS)
 
-        async def batch_handler(self, batch: dict[Any, list[Any]]) -> None:
-            await score_batch(batch)
+        async def batch_handler(self, batch: dict[Any, list[Any]], fetched_at: float) -> None:
+            await score_batch(batch, fetched_at)
 
     class Transport(BatchTransport):
         pass

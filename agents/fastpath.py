@@ -26,8 +26,9 @@ from faust.types import TP
 
 log = logging.getLogger("bukong.fastpath")
 
-# handler(records by TP) -> processed; raising stops the worker (Faust crashes the consumer)
-BatchHandler = Callable[[dict[Any, list[Any]]], Awaitable[None]]
+# handler(records by TP, time.monotonic() when fetched) -> processed; raising stops the worker (Faust crashes
+# the consumer)
+BatchHandler = Callable[[dict[Any, list[Any]], float], Awaitable[None]]
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -45,6 +46,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             while not (stopped() or fetcher_stopped()):
                 records, active = await self._wait_next_records(1.0)
+                fetched_at = time.monotonic()
                 await asyncio.sleep(0)
                 if not records or self.should_stop:
                     continue
@@ -62,7 +64,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         await callback(self._to_message(tp, rec))
                         set_read_offset(tp, rec.offset)
                 if batch and self.batch_handler is not None:
-                    await self.batch_handler(batch)
+                    await self.batch_handler(batch, fetched_at)
                     for tp, recs in batch.items():
                         set_read_offset(tp, recs[-1].offset)
         except self.consumer_stopped_errors:

@@ -12,6 +12,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CORE_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
+STAGE_BUCKETS: tuple[float, ...] = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3)
+STAGE_BUCKETS += (2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+INTERNAL_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class Metrics(NamedTuple):
@@ -43,6 +46,9 @@ class Metrics(NamedTuple):
     resent_records: Counter
     partition_stuck: Gauge
     fetch_wait_seconds: Gauge
+    stage_seconds: Histogram
+    stage_event_seconds: Histogram
+    worker_latency_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -167,6 +173,28 @@ class Metrics(NamedTuple):
             fetch_wait_seconds=Gauge(
                 "bukong_fetch_wait_seconds",
                 "The consumer's current fetch wait (raised when lagging partitions return nothing)",
+                registry=r,
+            ),
+            stage_seconds=Histogram(
+                "bukong_stage_seconds",
+                "Seconds one input batch spent in a stage (decode, join, rules, model, policy, dispatch, "
+                "redis, acks)",
+                ["stage"],
+                buckets=STAGE_BUCKETS,
+                registry=r,
+            ),
+            stage_event_seconds=Histogram(
+                "bukong_stage_event_seconds",
+                "Seconds per input record in a stage (a batch's stage time over its records)",
+                ["stage"],
+                buckets=STAGE_BUCKETS,
+                registry=r,
+            ),
+            worker_latency_seconds=Histogram(
+                "bukong_worker_latency_seconds",
+                "Worker-internal latency of a dispatch command: input batch fetched -> command acknowledged "
+                "by the broker",
+                buckets=INTERNAL_BUCKETS,
                 registry=r,
             ),
         )
