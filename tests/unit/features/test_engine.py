@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from features.aggregates import RecentMedian, WindowSums
 from features.engine import DAY, HOUR, MIN, FeatureConfig, FeatureEngine
 from features.schema import FACT_TYPES
 from features.watchlist import Watchlists
-from features.windows import BucketSums, RollingMedian, hopping_windows, session_windows, tumbling_window
+from features.windows import hopping_windows, session_windows, tumbling_window
 
 T0 = 1_790_000_000_000
 CROSSING = (42.33, 106.85)
@@ -65,18 +66,20 @@ def test_window_geometry() -> None:
     assert tumbling_window(T0 + 5, 1000) == (T0, T0 + 1000)
     assert hopping_windows(2500, 2000, 1000) == [(1000, 3000), (2000, 4000)]
     assert session_windows([0, 10, 20, 100, 105], gap_ms=30) == [(0, 20), (100, 105)]
-    b = BucketSums(HOUR, DAY)
+    w = WindowSums(HOUR, DAY, (2 * HOUR, 30 * MIN))
+    b = w.initial(T0)
     t = T0 - T0 % HOUR + 30 * MIN  # mid-bucket: the window's far edge cuts a bucket, which is counted whole
     for i in range(5):
-        b.update(t + i * HOUR, 10.0)
-    assert b.get(t + 4 * HOUR, 2 * HOUR) == (3, 30.0)
-    assert b.get(t + 3 * HOUR + 10 * MIN, 30 * MIN) == (1, 10.0)
-    b.update(T0 + 3 * DAY, 1.0)
-    assert len(b.buckets) == 1  # older buckets expired: bounded by the horizon
-    m = RollingMedian(size=3)
+        b = w.update(b, t + i * HOUR, 10.0)
+    assert w.window(b, t + 4 * HOUR, 2 * HOUR) == (3, 30.0)
+    assert w.result(b, t + 3 * HOUR + 10 * MIN)[1] == (1, 10.0)
+    b = w.update(b, T0 + 3 * DAY, 1.0)
+    assert len(b) == 1  # older buckets expired: bounded by the horizon
+    med = RecentMedian(3)
+    m = med.initial(T0)
     for x in (5.0, 1.0, 3.0, 100.0):
-        m.update(x)
-    assert m.get() == 3.0 and len(m) == 3
+        m = med.update(m, T0, x)
+    assert med.result(m, T0) == (3.0, 3)
 
 
 # ----------------------------------------------------------------------------------------------- join
@@ -253,7 +256,7 @@ def test_out_of_order_points_fold_in_late_ones_are_returned() -> None:
     )
     late = e.drain_late()
     assert [ev["ts_ms"] for _, ev in late] == [T0]
-    assert e.convs["MN-1"].points == 2
+    assert e.convs.get("MN-1").track.points == 2
 
 
 def test_self_drive_crossings_and_entries_not_written_off() -> None:
@@ -306,7 +309,7 @@ def test_state_expires_and_snapshots_round_trip() -> None:
     assert dirty["MN-1"] is not None
     restored = FeatureEngine(cfg(state_ttl_ms=HOUR))
     restored.restore_keys({k: v for k, v in dirty.items() if v is not None})
-    assert restored.convs["MN-1"].pending[0]["decl_id"] == "D1"
+    assert restored.convs.get("MN-1").pending[0]["decl_id"] == "D1"
     out = restored.advance(T0 + 30 * MIN)  # the pending declaration's deadline survives the round trip
     assert [r.decl["decl_id"] for r in out] == ["D1"]
     restored.advance(T0 + 3 * HOUR)

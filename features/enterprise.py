@@ -1,0 +1,73 @@
+"""Enterprise facts: declaration velocity and value, the share of new HS codes, split-shipment counters.
+
+Cross-conveyance state, keyed by enterprise and by (enterprise, HS code), each in a ``KeyedStore``. A
+declaration is taken in when it arrives (``take``) and its facts read when it is decided (``facts``).
+Pure: event time in, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from features.aggregates import Buckets, NewShare, RecentValues, SeenState, WindowSums
+from features.config import DAY, HOUR, MIN, FeatureConfig
+from features.store import KeyedStore, MemoryStore
+
+VELOCITY = WindowSums(10 * MIN, 7 * DAY, (HOUR, DAY, 7 * DAY))
+NEW_HS = NewShare(7 * DAY, 200)
+SPLITS = RecentValues(DAY, 100)
+
+
+@dataclass(slots=True)
+class EntState:
+    sums: Buckets  # declarations and their value in 10-minute buckets over 7 days
+    seen: SeenState  # HS codes first and last declared
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sums": VELOCITY.to_dict(self.sums), "hs": NEW_HS.to_dict(self.seen)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EntState:
+        return cls(VELOCITY.from_dict(d["sums"]), NEW_HS.from_dict(d["hs"]))
+
+
+class Enterprise:
+    def __init__(
+        self,
+        cfg: FeatureConfig,
+        ents: KeyedStore[str, EntState] | None = None,
+        splits: KeyedStore[tuple[str, str], Any] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.ents: KeyedStore[str, EntState] = ents or MemoryStore(cfg.max_enterprises)
+        self.splits: KeyedStore[tuple[str, str], Any] = splits or MemoryStore(cfg.max_keys)
+
+    def take(self, d: dict[str, Any]) -> None:
+        """The declaration joins its enterprise's velocity, HS history and split-shipment counters."""
+        ts, ent_id, hs, value = d["ts_ms"], d["enterprise_id"], d["hs_code"], float(d["value_cny"])
+        st = self.ents.get(ent_id)
+        if st is None:
+            st = EntState(VELOCITY.initial(ts), NEW_HS.initial(ts))
+        VELOCITY.update(st.sums, ts, value)
+        NEW_HS.update(st.seen, ts, hs)
+        self.ents.put(ent_id, st, ts)
+        T = self.cfg.split_threshold_cny
+        if self.cfg.split_low * T <= d["value_cny"] < T:
+            key = (ent_id, hs)
+            q = self.splits.get(key)
+            self.splits.put(key, SPLITS.update(SPLITS.initial(ts) if q is None else q, ts, value), ts)
+
+    def facts(self, d: dict[str, Any], facts: dict[str, Any]) -> None:
+        dts = d["ts_ms"]
+        st = self.ents.get(d["enterprise_id"])
+        if st is not None:
+            (n1, _), (n24, v24), (n7, v7) = VELOCITY.result(st.sums, dts)
+            facts["ent_decl_1h"], facts["ent_decl_24h"], facts["ent_value_24h"] = n1, n24, v24
+            facts["ent_decl_7d"], facts["ent_value_7d"] = n7, v7
+            share = NEW_HS.result(st.seen, dts)
+            if share is not None:
+                facts["ent_new_hs_share"] = share
+        q = self.splits.get((d["enterprise_id"], d["hs_code"]))
+        if q:
+            facts["split_count_24h"], facts["split_value_24h"] = SPLITS.result(q, dts)

@@ -1,0 +1,215 @@
+"""The per-conveyance join: declarations wait for their weighbridge reading or a deadline; gate-in, manifest,
+gate-out, self-drive entries and the GPS track are folded in as they come (docs/features.md, the join).
+
+State: one ``Conv`` per conveyance (the Kafka key, so one worker owns it) in a ``KeyedStore``; its snapshot
+is a plain dict. Pure: event time in, no I/O.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+from features.config import DAY, FeatureConfig
+from features.store import ChangelogStore
+from features.track import Track
+
+
+@dataclass(slots=True)
+class Conv:
+    seen: int = 0  # latest event time of the conveyance
+    weigh: tuple[float, int] | None = None  # (measured gross kg, ts)
+    gate_in: int | None = None
+    manifest: tuple[float, int] | None = None  # (manifest gross kg, ts)
+    pending: list[dict[str, Any]] = field(default_factory=list)  # declarations waiting for their reading
+    track: Track = field(default_factory=Track)
+    sd_in: list[int] = field(default_factory=list)  # self-drive entries in the last 24 h
+    sd_open: int = 0  # entries not written off by an exit
+    gate_out: int | None = None  # event time of the last gate-out: the end of a trip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seen": self.seen,
+            "weigh": list(self.weigh) if self.weigh else None,
+            "gate_in": self.gate_in,
+            "manifest": list(self.manifest) if self.manifest else None,
+            "pending": self.pending,
+            "track": self.track.to_dict(),
+            "sd_in": self.sd_in,
+            "sd_open": self.sd_open,
+            "gate_out": self.gate_out,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | list[Any]) -> Conv:
+        if isinstance(d, list):
+            return cls._from_list(d)
+        return cls(
+            d["seen"],
+            tuple(d["weigh"]) if d["weigh"] else None,
+            d["gate_in"],
+            tuple(d["manifest"]) if d["manifest"] else None,
+            d["pending"],
+            Track.from_dict(d["track"]),
+            d["sd_in"],
+            d["sd_open"],
+            d.get("gate_out"),
+        )
+
+    @classmethod
+    def _from_list(cls, v: list[Any]) -> Conv:
+        """A snapshot written before they were dicts (a positional list): read once after an upgrade."""
+        keys = ("fix", "first_ts", "points", "gap_max", "dwell", "dev_max", "stops", "stop_from")
+        track = Track.from_dict(
+            {**dict(zip(keys, v[5:13], strict=True)), "stop_counted": v[13], "corridor": v[14]}
+        )
+        return cls(
+            v[0],
+            tuple(v[1]) if v[1] else None,
+            v[2],
+            tuple(v[3]) if v[3] else None,
+            v[4],
+            track,
+            v[15],
+            v[16],
+            v[17] if len(v) > 17 else None,
+        )
+
+
+def conv_store(cfg: FeatureConfig) -> ChangelogStore[str, Conv]:
+    """The conveyances: LRU-bounded, forgotten ``state_ttl_ms`` after their last event (unless one has a
+    declaration pending), every change drained as a plain-dict snapshot for the changelog."""
+    return ChangelogStore(cfg.max_conveyances, cfg.state_ttl_ms, Conv.to_dict, Conv.from_dict)
+
+
+class Join:
+    def __init__(self, cfg: FeatureConfig) -> None:
+        self.cfg = cfg
+        self.convs = conv_store(cfg)
+        self.deadlines: list[tuple[int, str, str]] = []  # (due, decl_id, conveyance)
+
+    def conv(self, key: str, ts: int) -> Conv:
+        """The conveyance's state, created if new; marked changed (its snapshot is drained)."""
+        convs = self.convs
+        st = convs.get(key)
+        if st is None:
+            st = Conv()
+        if ts > st.seen:
+            st.seen = ts
+        convs.put(key, st, ts)
+        return st
+
+    def logistics(self, ev: dict[str, Any]) -> tuple[Conv, bool]:
+        """Fold a logistics event in; True for a weighbridge reading (pending declarations may join)."""
+        ts, kind = ev["ts_ms"], ev["kind"]
+        st = self.conv(ev["conveyance_id"], ts)
+        if kind == "weighbridge":
+            if st.weigh is None or ts >= st.weigh[1]:
+                st.weigh = (float(ev["measured_gross_kg"]), ts)
+            return st, True
+        if kind == "gate_in":
+            st.gate_in = ts
+            if ev.get("direction") == "in" or ev.get("ic_card"):
+                st.sd_in = [*[t for t in st.sd_in if t > ts - DAY][-50:], ts]
+                st.sd_open = min(st.sd_open + 1, 50)
+        elif kind == "gate_out":
+            if st.gate_out is None or ts >= st.gate_out:
+                st.gate_out = ts
+            if ev.get("direction") == "out" or ev.get("ic_card"):
+                st.sd_open = max(0, st.sd_open - 1)
+            st.track.fix = None  # the trip is over: the next GPS point starts a new track
+        elif kind == "manifest" and ev.get("manifest_gross_kg") is not None:
+            st.manifest = (float(ev["manifest_gross_kg"]), ts)
+        return st, False
+
+    def wait(self, st: Conv, key: str, d: dict[str, Any]) -> bool:
+        """A road or rail declaration without its weighbridge reading waits (True); else it is ready."""
+        ts = d["ts_ms"]
+        if d["mode"] in ("road", "rail") and not self.joined(st.weigh, ts, st.gate_out):
+            if all(p["decl_id"] != d["decl_id"] for p in st.pending):
+                st.pending.append(d)
+                heapq.heappush(self.deadlines, (ts + self.cfg.deadline_ms, d["decl_id"], key))
+            return True
+        return False
+
+    def released(self, st: Conv) -> list[dict[str, Any]]:
+        """The pending declarations a new reading completes, taken off the pending list."""
+        out = [d for d in st.pending if self.joined(st.weigh, d["ts_ms"], st.gate_out)]
+        if out:
+            done = {d["decl_id"] for d in out}
+            st.pending = [d for d in st.pending if d["decl_id"] not in done]
+        return out
+
+    def joined(self, part: tuple[float, int] | None, ts: int, trip_end: int | None = None) -> bool:
+        """``part`` (value, event time) belongs with a declaration at ``ts``: within the join window and,
+        when a gate-out is known, on the same side of it (the same trip: a truck back for its next load
+        must not be judged by the previous load's weight)."""
+        if part is None or abs(part[1] - ts) > self.cfg.join_window_ms:
+            return False
+        return trip_end is None or not (min(part[1], ts) < trip_end <= max(part[1], ts))
+
+    def due(self, watermark_ms: int) -> list[tuple[dict[str, Any], Conv, int]]:
+        """Declarations whose deadline passed (declaration, its conveyance, the deadline); then forget
+        conveyances idle past their TTL unless they hold a pending declaration."""
+        out = []
+        while self.deadlines and self.deadlines[0][0] <= watermark_ms:
+            due, decl_id, key = heapq.heappop(self.deadlines)
+            st = self.convs.get(key)
+            if st is None:
+                continue
+            for d in st.pending:
+                if d["decl_id"] == decl_id:
+                    st.pending.remove(d)
+                    self.convs.mark(key)
+                    out.append((d, st, due))
+                    break
+        self.convs.expire(watermark_ms, _has_pending)
+        return out
+
+    def facts(self, d: dict[str, Any], st: Conv, facts: dict[str, Any], missing: list[str]) -> None:
+        """Weighbridge, gate-in, manifest and self-drive facts of declaration ``d``; parts not found go to
+        ``missing``."""
+        dts, mode = d["ts_ms"], d["mode"]
+        gross = float(d["gross_kg"])
+        if self.joined(st.weigh, dts, st.gate_out):
+            assert st.weigh is not None
+            w = st.weigh[0]
+            facts.update(
+                weigh_present=True,
+                weigh_gross_kg=w,
+                weigh_excess_kg=w - gross,
+                weigh_excess_ratio=(w / gross - 1.0) if gross > 0 else 0.0,
+            )
+        elif mode in ("road", "rail"):
+            missing.append("weighbridge")
+        if st.gate_in is not None and abs(dts - st.gate_in) <= self.cfg.join_window_ms:
+            facts.update(gate_in_present=True, gate_in_to_decl_s=(dts - st.gate_in) / 1000)
+        elif mode in ("road", "rail"):
+            missing.append("gate_in")
+        if self.joined(st.manifest, dts, st.gate_out):
+            assert st.manifest is not None
+            m = st.manifest[0]
+            facts.update(
+                manifest_present=True,
+                manifest_gross_kg=m,
+                manifest_gap_ratio=(gross / m - 1.0) if m > 0 else 0.0,
+            )
+        elif mode == "road":
+            missing.append("manifest")
+
+    def self_drive_facts(self, d: dict[str, Any], st: Conv, facts: dict[str, Any]) -> None:
+        if d["mode"] == "self_drive":
+            dts = d["ts_ms"]
+            facts["sd_crossings_24h"] = sum(1 for t in st.sd_in if dts - DAY < t <= dts)
+            facts["sd_open_entries"] = max(0, st.sd_open - 1)
+
+    def restore(self, key: str, snap: dict[str, Any] | list[Any]) -> None:
+        st = Conv.from_dict(snap)
+        self.convs.restore(key, st, st.seen)
+        for d in st.pending:
+            heapq.heappush(self.deadlines, (d["ts_ms"] + self.cfg.deadline_ms, d["decl_id"], key))
+
+
+def _has_pending(st: Conv) -> bool:
+    return bool(st.pending)
