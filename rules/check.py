@@ -13,6 +13,7 @@ from functools import cache, lru_cache
 from typing import Any
 
 from features.schema import FACT_TYPES, NEUTRAL
+from rules.issues import PackIssue
 
 MAX_EXPRESSION = 4096  # characters of one expression
 MAX_STRING_LITERAL = 1024  # characters of one string literal (between its quotes)
@@ -111,9 +112,7 @@ def compile_reference(expression: str) -> Any:
     return program
 
 
-def check_rules(rules: Any, path: str) -> list[Any]:
-    from rules.pack import PackIssue
-
+def check_rules(rules: Any, path: str) -> list[PackIssue]:
     issues = []
     for r in rules:
         problem = scan_expression(r.expression)

@@ -37,7 +37,7 @@ class RuleHit:
 # Stands for a fact the reference runtime would not read faithfully (text with NUL, which it cuts, or an
 # unpaired surrogate, on which it fails the whole evaluation): it reads this as a value of the wrong type, an
 # evaluation error at the access ("Unexpected value type for 'purpose': text_with_NUL_or_unpaired_surrogate"),
-# exactly what the fast path gives (rules/cel.py ``bad_text``).
+# exactly what the fast path gives (rules/cel/values.py ``bad_text``).
 _INVALID = type("text_with_NUL_or_unpaired_surrogate", (), {"__slots__": ()})()
 
 

@@ -12,6 +12,10 @@ import random
 import time
 from collections.abc import Iterator
 
+from rules.engine import CompiledPack
+from rules.examples import run_examples
+from rules.pack import PackError, parse_pack
+
 MB = 1 << 20
 
 
@@ -94,10 +98,6 @@ def corpus() -> Iterator[tuple[str, str]]:
 
 
 def main() -> None:
-    from rules.engine import CompiledPack
-    from rules.examples import run_examples
-    from rules.pack import PackError, parse_pack
-
     worst = worst_cpu = 0.0
     for name, text in corpus():
         t0, c0 = time.perf_counter(), time.process_time()

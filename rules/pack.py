@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ import yaml
 
 from features.schema import FACT_TYPES, NEUTRAL
 from pipeline.contracts.events import LANE_SET, SEVERITIES
+from rules.check import check_rules
+from rules.issues import PackError, PackIssue
 
 STATUSES = ("active", "shadow", "disabled")
 ACTIONS = ("dispatch", "hard", "emergency_release")
@@ -93,25 +95,6 @@ class RulePack:
     rules: tuple[Rule, ...]
     source: str = ""
     path: str = ""
-
-
-@dataclass(frozen=True)
-class PackIssue:
-    file: str
-    line: int
-    rule_id: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.rule_id or '-'}: {self.message}"
-
-
-@dataclass
-class PackError(Exception):
-    issues: list[PackIssue] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return "\n".join(str(i) for i in self.issues)
 
 
 def _line_at(text: str, pos: int) -> int:
@@ -373,6 +356,44 @@ def parse_pack(text: str, path: str = "<pack>") -> RulePack:
 def _parse_pack(text: str, path: str) -> RulePack:
     issues: list[PackIssue] = []
     data = _read(text, path)
+    name, version, raw_rules = _header(data, path, issues)
+    rules: list[Rule] = []
+    to_check: list[Rule] = []  # every rule with an expression is type-checked, valid fields or not
+    seen: dict[str, int] = {}
+    for r in raw_rules:
+        if not isinstance(r, dict):
+            issues.append(PackIssue(path, data["__line__rules"], "", "each rule is a mapping"))
+            continue
+        rid: str = r["id"] if isinstance(r.get("id"), str) else ""
+        line = r["__line__"]
+        before = len(issues)
+        _check_fields(r, rid, line, seen, path, issues)
+        examples = (
+            _examples(r["examples"], r["__line__examples"], path, rid, issues) if "examples" in r else ()
+        )
+        if len(issues) != before and isinstance(r.get("expression"), str):
+            to_check.append(_expression_only(r, rid, line))
+        if len(issues) == before:
+            rules.append(_rule(r, rid, line, examples))
+    total = sum(len(r.expression) for r in rules + to_check)
+    if total > MAX_EXPRESSION_TEXT:
+        issues.append(
+            PackIssue(
+                path,
+                data["__line__rules"],
+                "",
+                f"{total} characters of expressions: more than {MAX_EXPRESSION_TEXT // 1024} KiB in one pack",
+            )
+        )
+        raise PackError(issues)
+    issues += check_rules(rules + to_check, path)
+    if issues:
+        raise PackError(issues)
+    return RulePack(str(name), int(version), tuple(rules), text, path)
+
+
+def _header(data: dict[str, Any], path: str, issues: list[PackIssue]) -> tuple[Any, Any, list[Any]]:
+    """The pack's name, version and list of rules; a missing, empty or oversized list ends the parse."""
     name, version = data.get("name"), data.get("version")
     if not isinstance(name, str) or not name:
         issues.append(
@@ -391,103 +412,82 @@ def _parse_pack(text: str, path: str) -> RulePack:
             PackIssue(path, data["__line__rules"], "", f"more than {MAX_RULES} rules: split the pack")
         )
         raise PackError(issues)
-    rules: list[Rule] = []
-    to_check: list[Rule] = []  # every rule with an expression is type-checked, valid fields or not
-    seen: dict[str, int] = {}
-    for r in raw_rules:
-        if not isinstance(r, dict):
-            issues.append(PackIssue(path, data["__line__rules"], "", "each rule is a mapping"))
-            continue
-        rid: str = r["id"] if isinstance(r.get("id"), str) else ""
-        line = r["__line__"]
-        before = len(issues)
+    return name, version, raw_rules
 
-        def bad(key: str, msg: str, r: dict[str, Any] = r, rid: str = rid, line: int = line) -> None:
-            issues.append(PackIssue(path, r.get(f"__line__{key}", line), rid, msg))
 
-        for key in REQUIRED:
-            if key not in r:
-                bad(key, f"missing '{key}'")
-        unknown = [k for k in r if not k.startswith("__") and k not in REQUIRED + OPTIONAL]
-        for k in unknown:
-            bad(k, f"unknown field '{k}' (allowed: {', '.join(REQUIRED + OPTIONAL)})")
-        if rid:
-            if rid in seen:
-                bad("id", f"duplicate rule id (first at line {seen[rid]})")
-            seen.setdefault(rid, line)
-            if not rid.replace("_", "").replace("-", "").isalnum():
-                bad("id", "rule id: letters, digits, '_' and '-' only")
-        if "lane" in r and (not isinstance(r["lane"], str) or r["lane"] not in LANE_SET):
-            bad("lane", f"lane {r['lane']!r} must be one of {sorted(LANE_SET)}")
-        if "severity" in r and (not isinstance(r["severity"], str) or r["severity"] not in SEVERITIES):
-            bad("severity", f"severity {r['severity']!r} must be one of {list(SEVERITIES)}")
-        if "status" in r and (not isinstance(r["status"], str) or r["status"] not in STATUSES):
-            bad("status", f"status {r['status']!r} must be one of {list(STATUSES)}")
-        if not isinstance(r.get("action", "dispatch"), str) or r.get("action", "dispatch") not in ACTIONS:
-            bad("action", f"action {r['action']!r} must be one of {list(ACTIONS)}")
-        if "version" in r and (not isinstance(r["version"], int) or isinstance(r["version"], bool)):
-            bad("version", "rule version must be an integer")
-        for key in ("title", "expression", "owner", "reason", "description", "scope"):
-            if key in r and not isinstance(r[key], str):
-                bad(key, f"'{key}' must be a string")
-        if isinstance(r.get("scope"), str) and not re.fullmatch(r"global|[A-Za-z0-9_-]{1,32}", r["scope"]):
-            bad("scope", "scope is 'global' or a site code (letters, digits, '_' and '-', up to 32)")
-        examples = (
-            _examples(r["examples"], r["__line__examples"], path, rid, issues) if "examples" in r else ()
-        )
-        if len(issues) != before and isinstance(r.get("expression"), str):
-            to_check.append(
-                Rule(
-                    rid,
-                    "",
-                    r["expression"],
-                    "release",
-                    "low",
-                    "disabled",
-                    "",
-                    0,
-                    r["reason"] if isinstance(r.get("reason"), str) else "",
-                    line=int(r.get("__line__expression") or line),
-                    text_line=int(r.get("__text__expression") or 0),
-                )
-            )
-        if len(issues) == before:
-            rules.append(
-                Rule(
-                    rid,
-                    r["title"],
-                    r["expression"],
-                    r["lane"],
-                    r["severity"],
-                    r["status"],
-                    r["owner"],
-                    r["version"],
-                    r["reason"],
-                    r.get("description", ""),
-                    str(r.get("scope", "global")),
-                    r.get("action", "dispatch"),
-                    int(r.get("__line__expression") or line),
-                    int(r.get("__text__expression") or 0),
-                    examples,
-                )
-            )
-    total = sum(len(r.expression) for r in rules + to_check)
-    if total > MAX_EXPRESSION_TEXT:
-        issues.append(
-            PackIssue(
-                path,
-                data["__line__rules"],
-                "",
-                f"{total} characters of expressions: more than {MAX_EXPRESSION_TEXT // 1024} KiB in one pack",
-            )
-        )
-        raise PackError(issues)
-    from rules.check import check_rules
+def _check_fields(
+    r: dict[str, Any], rid: str, line: int, seen: dict[str, int], path: str, issues: list[PackIssue]
+) -> None:
+    """The problems of one rule's fields (presence, names, enums, types), each at its own line."""
 
-    issues += check_rules(rules + to_check, path)
-    if issues:
-        raise PackError(issues)
-    return RulePack(str(name), int(version), tuple(rules), text, path)  # type: ignore[arg-type]
+    def bad(key: str, msg: str) -> None:
+        issues.append(PackIssue(path, r.get(f"__line__{key}", line), rid, msg))
+
+    for key in REQUIRED:
+        if key not in r:
+            bad(key, f"missing '{key}'")
+    unknown = [k for k in r if not k.startswith("__") and k not in REQUIRED + OPTIONAL]
+    for k in unknown:
+        bad(k, f"unknown field '{k}' (allowed: {', '.join(REQUIRED + OPTIONAL)})")
+    if rid:
+        if rid in seen:
+            bad("id", f"duplicate rule id (first at line {seen[rid]})")
+        seen.setdefault(rid, line)
+        if not rid.replace("_", "").replace("-", "").isalnum():
+            bad("id", "rule id: letters, digits, '_' and '-' only")
+    if "lane" in r and (not isinstance(r["lane"], str) or r["lane"] not in LANE_SET):
+        bad("lane", f"lane {r['lane']!r} must be one of {sorted(LANE_SET)}")
+    if "severity" in r and (not isinstance(r["severity"], str) or r["severity"] not in SEVERITIES):
+        bad("severity", f"severity {r['severity']!r} must be one of {list(SEVERITIES)}")
+    if "status" in r and (not isinstance(r["status"], str) or r["status"] not in STATUSES):
+        bad("status", f"status {r['status']!r} must be one of {list(STATUSES)}")
+    if not isinstance(r.get("action", "dispatch"), str) or r.get("action", "dispatch") not in ACTIONS:
+        bad("action", f"action {r['action']!r} must be one of {list(ACTIONS)}")
+    if "version" in r and (not isinstance(r["version"], int) or isinstance(r["version"], bool)):
+        bad("version", "rule version must be an integer")
+    for key in ("title", "expression", "owner", "reason", "description", "scope"):
+        if key in r and not isinstance(r[key], str):
+            bad(key, f"'{key}' must be a string")
+    if isinstance(r.get("scope"), str) and not re.fullmatch(r"global|[A-Za-z0-9_-]{1,32}", r["scope"]):
+        bad("scope", "scope is 'global' or a site code (letters, digits, '_' and '-', up to 32)")
+
+
+def _expression_only(r: dict[str, Any], rid: str, line: int) -> Rule:
+    """A rule with bad fields, kept only so its expression and reason are type-checked too."""
+    reason = r["reason"] if isinstance(r.get("reason"), str) else ""
+    return Rule(
+        rid,
+        "",
+        r["expression"],
+        "release",
+        "low",
+        "disabled",
+        "",
+        0,
+        reason,
+        line=int(r.get("__line__expression") or line),
+        text_line=int(r.get("__text__expression") or 0),
+    )
+
+
+def _rule(r: dict[str, Any], rid: str, line: int, examples: tuple[Example, ...]) -> Rule:
+    return Rule(
+        rid,
+        r["title"],
+        r["expression"],
+        r["lane"],
+        r["severity"],
+        r["status"],
+        r["owner"],
+        r["version"],
+        r["reason"],
+        r.get("description", ""),
+        str(r.get("scope", "global")),
+        r.get("action", "dispatch"),
+        int(r.get("__line__expression") or line),
+        int(r.get("__text__expression") or 0),
+        examples,
+    )
 
 
 def read_pack_text(path: str | Path) -> str:

@@ -295,6 +295,7 @@ def stats(broker: str, redis_url: str) -> int:
 
     from pipeline.contracts.commands import META_KEY, RULE_STATS_KEY, STATS_KEY
     from rules.pack import parse_pack
+    from rules.stats import tally
 
     history = _history(broker)
     try:
@@ -309,12 +310,7 @@ def stats(broker: str, redis_url: str) -> int:
         meta: dict[bytes, bytes] = r.hgetall(META_KEY)  # type: ignore[assignment]
     finally:
         r.close()
-    per_rule: dict[str, dict[str, int]] = {}
-    for k, v in counts.items():
-        parts = k.decode(errors="replace").split("|")
-        if len(parts) == 3 and v.isdigit():
-            d = per_rule.setdefault(parts[0], {})
-            d[parts[2]] = d.get(parts[2], 0) + int(v)
+    per_rule, _ = tally(counts)
     decisions = int(totals.get(b"decisions", b"0") or 0)
     running = bytes(meta.get(b"pack_version") or b"?").decode()
     print(
@@ -330,7 +326,7 @@ def stats(broker: str, redis_url: str) -> int:
         d = per_rule.get(rule.id, {})
         hits = d.get("hits", 0) + d.get("shadow_hits", 0)
         per_k = f"{1000 * hits / decisions:.1f}" if decisions else "-"
-        rate = f"{d.get('confirmed', 0) / d['results']:.0%}" if d.get("results") else "-"
+        rate = "-" if d.get("hit_rate") is None else f"{d['hit_rate']:.1%}"
         print(
             f"| {rule.id} | {rule.status} | {d.get('hits', 0)} | {d.get('shadow_hits', 0)} | {per_k} | "
             f"{d.get('dispatched', 0)} | {d.get('results', 0)} | {d.get('confirmed', 0)} | {rate} |"

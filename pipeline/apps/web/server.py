@@ -55,6 +55,7 @@ from pipeline.contracts.commands import (
 )
 from pipeline.contracts.settings import Settings
 from pipeline.io.metrics import WebMetrics
+from rules.stats import tally
 
 log = logging.getLogger("bukong.web")
 STATIC = Path(__file__).parent / "static"
@@ -317,18 +318,7 @@ def create_app(
         pipe.hgetall(META_KEY)
         pipe.xrevrange(DRIFT_STREAM_KEY, count=20)
         totals, rules, meta, drift = await pipe.execute()
-        per_rule: dict[str, dict[str, Any]] = {}
-        per_site: dict[str, dict[str, Any]] = {}
-        for k, v in rules.items():
-            parts = k.decode(errors="replace").split("|")
-            if len(parts) != 3 or not v.isdigit():
-                continue
-            rule, port, metric = parts
-            for bucket, name in ((per_rule, rule), (per_site, port)):
-                d = bucket.setdefault(name, {})
-                d[metric] = d.get(metric, 0) + int(v)
-        for d in list(per_rule.values()) + list(per_site.values()):
-            d["hit_rate"] = round(d.get("confirmed", 0) / d["results"], 3) if d.get("results") else None
+        per_rule, per_site = tally(rules)
         drift_events = []
         for _, f in drift:
             try:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from features.schema import NEUTRAL
+from pipeline.apps import rules_cli as cli
 from pipeline.io.embedded import Servers, servers
 from pipeline.io.topics import create_topics
-from pipeline.apps import rules_cli as cli
 from rules.engine import PACKS, CompiledPack
 from rules.pack import PackError, load_pack, pack_from_bytes, pack_to_bytes, parse_pack
 
