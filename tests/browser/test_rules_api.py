@@ -12,7 +12,8 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from pipeline.apps.web.server import RULES_KEY, create_app
+from pipeline.apps.web.server import create_app
+from pipeline.contracts.commands import RULES_KEY
 from pipeline.contracts.settings import Settings
 from pipeline.io.embedded import Servers
 
