@@ -173,9 +173,9 @@ def _get(
     return op
 
 
-@functools.cache
-def openapi_document() -> dict[str, Any]:
-    paths: dict[str, Any] = {
+def _page_paths() -> dict[str, Any]:
+    """The paths of the page, its files, this document, login and whoami."""
+    return {
         "/": {
             "get": _get(
                 "the live view page", {"description": "HTML", "content": {"text/html": {}}}, public=True
@@ -226,6 +226,12 @@ def openapi_document() -> dict[str, Any]:
             }
         },
         "/api/whoami": {"get": _get("the caller's role", _json(_ref("Role"), "the role"))},
+    }
+
+
+def _hit_paths() -> dict[str, Any]:
+    """The paths of recent hits and stats."""
+    return {
         "/api/hits": {
             "get": {
                 **_get(
@@ -261,6 +267,12 @@ def openapi_document() -> dict[str, Any]:
                 {"503": E503},
             )
         },
+    }
+
+
+def _stream_paths() -> dict[str, Any]:
+    """The paths of the live stream and one command."""
+    return {
         "/api/stream": {
             "get": {
                 **_get(
@@ -301,6 +313,12 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [COMMAND_ID],
             }
         },
+    }
+
+
+def _write_paths() -> dict[str, Any]:
+    """The paths of what operators do."""
+    return {
         "/api/commands/{id}/ack": {
             "post": {
                 "summary": "operators: acknowledge a dispatched command",
@@ -335,6 +353,12 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+def _other_paths() -> dict[str, Any]:
+    """The paths of geography, rules and operations."""
+    return {
         "/api/geo": {
             "get": _get("border, ports, corridors and squads for the map", _json({"type": "object"}, "geo"))
         },
@@ -378,6 +402,17 @@ def openapi_document() -> dict[str, Any]:
                 public=True,
             )
         },
+    }
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        **_page_paths(),
+        **_hit_paths(),
+        **_stream_paths(),
+        **_write_paths(),
+        **_other_paths(),
     }
     return {
         "openapi": "3.0.3",
