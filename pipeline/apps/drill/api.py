@@ -42,13 +42,17 @@ class ApiReport:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
-def attacks(analyst: str, operator: str, cookie_op: str, cid: str) -> list[Attack]:
-    bearer_a = {"Authorization": f"Bearer {analyst}"}
-    bearer_o = {"Authorization": f"Bearer {operator}"}
-    good_result = orjson.dumps({"outcome": "clean", "found_value_cny": 0, "notes": "drill"})
-    big = b'{"outcome": "clean", "notes": "' + b"x" * (10 * 1024 * 1024) + b'"}'
-    unknown = "cmd-" + secrets.token_hex(10)
-    out = [
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+GOOD_RESULT = orjson.dumps({"outcome": "clean", "found_value_cny": 0, "notes": "drill"})
+
+
+def _access_attacks(analyst: str, operator: str, cid: str) -> list[Attack]:
+    """Positive controls, no token, a wrong token, the wrong role."""
+    bearer_a = _bearer(analyst)
+    return [
         # positive controls
         Attack("control: analyst reads hits", "GET", "/api/hits", (200,), bearer_a),
         Attack("control: health", "GET", "/healthz", (200,)),
@@ -56,7 +60,7 @@ def attacks(analyst: str, operator: str, cookie_op: str, cid: str) -> list[Attac
         Attack("no token: hits", "GET", "/api/hits", (401,)),
         Attack("no token: command", "GET", f"/api/commands/{cid}", (401,)),
         Attack("no token: ack", "POST", f"/api/commands/{cid}/ack", (401,)),
-        Attack("no token: result", "POST", f"/api/commands/{cid}/result", (401,), body=good_result),
+        Attack("no token: result", "POST", f"/api/commands/{cid}/result", (401,), body=GOOD_RESULT),
         Attack("no token: stream", "GET", "/api/stream", (401,)),
         Attack(
             "wrong token", "GET", "/api/hits", (401,), {"Authorization": "Bearer " + secrets.token_hex(16)}
@@ -66,7 +70,13 @@ def attacks(analyst: str, operator: str, cookie_op: str, cid: str) -> list[Attac
         Attack("token in query", "GET", f"/api/hits?token={operator}", (401,)),
         # wrong role
         Attack("analyst acks", "POST", f"/api/commands/{cid}/ack", (403,), bearer_a),
-        Attack("analyst reports", "POST", f"/api/commands/{cid}/result", (403,), bearer_a, good_result),
+        Attack("analyst reports", "POST", f"/api/commands/{cid}/result", (403,), bearer_a, GOOD_RESULT),
+    ]
+
+
+def _cookie_attacks(cookie_op: str, cid: str) -> list[Attack]:
+    """Forged session cookies, and cross-origin writes with a valid one."""
+    return [
         # forged cookies
         Attack("forged cookie", "GET", "/api/hits", (401,), {"Cookie": "bukong_session=operator.deadbeef"}),
         Attack("cookie without sig", "GET", "/api/hits", (401,), {"Cookie": "bukong_session=operator."}),
@@ -95,7 +105,7 @@ def attacks(analyst: str, operator: str, cookie_op: str, cid: str) -> list[Attac
             f"/api/commands/{cid}/result",
             (403,),
             {"Cookie": f"bukong_session={cookie_op}", "Origin": EVIL, "Content-Type": "text/plain"},
-            good_result,
+            GOOD_RESULT,
         ),
         Attack(
             "cross-origin login",
@@ -105,6 +115,14 @@ def attacks(analyst: str, operator: str, cookie_op: str, cid: str) -> list[Attac
             {"Origin": EVIL, "Content-Type": "text/plain"},
             orjson.dumps({"token": "guess"}),
         ),
+    ]
+
+
+def _size_and_path_attacks(analyst: str, operator: str, cid: str) -> list[Attack]:
+    """10 MB bodies and path traversal."""
+    bearer_a, bearer_o = _bearer(analyst), _bearer(operator)
+    big = b'{"outcome": "clean", "notes": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    return [
         # 10 MB bodies
         Attack("10 MB result", "POST", f"/api/commands/{cid}/result", (413,), bearer_o, big),
         Attack("10 MB login", "POST", "/api/login", (413,), {}, big),
@@ -143,9 +161,17 @@ def attacks(analyst: str, operator: str, cookie_op: str, cid: str) -> list[Attac
             must_not_contain=b"root:",
         ),
         Attack("command id glob", "GET", "/api/commands/*", (400, 404), bearer_a),
+    ]
+
+
+def _malformed_attacks(analyst: str, operator: str, cid: str) -> list[Attack]:
+    """Unknown ids, malformed bodies and queries, then the operator control."""
+    bearer_a, bearer_o = _bearer(analyst), _bearer(operator)
+    unknown = "cmd-" + secrets.token_hex(10)
+    return [
         # unknown ids
         Attack(
-            "result for unknown id", "POST", f"/api/commands/{unknown}/result", (404,), bearer_o, good_result
+            "result for unknown id", "POST", f"/api/commands/{unknown}/result", (404,), bearer_o, GOOD_RESULT
         ),
         Attack("ack unknown id", "POST", f"/api/commands/{unknown}/ack", (404,), bearer_o),
         Attack("read unknown id", "GET", f"/api/commands/{unknown}", (404,), bearer_a),
@@ -191,10 +217,18 @@ def attacks(analyst: str, operator: str, cookie_op: str, cid: str) -> list[Attac
             f"/api/commands/{cid}/result",
             (202, 409),
             bearer_o,
-            good_result,
+            GOOD_RESULT,
         ),
     ]
-    return out
+
+
+def attacks(analyst: str, operator: str, cookie_op: str, cid: str) -> list[Attack]:
+    return [
+        *_access_attacks(analyst, operator, cid),
+        *_cookie_attacks(cookie_op, cid),
+        *_size_and_path_attacks(analyst, operator, cid),
+        *_malformed_attacks(analyst, operator, cid),
+    ]
 
 
 async def _one(session: Any, base: str, a: Attack) -> tuple[int, bytes]:
