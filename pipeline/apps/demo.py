@@ -236,39 +236,60 @@ def run_demo(
                 f"simulator scenario '{scenario}' at {rate:.0f} events/s (time x{feeder.speed:.0f}), "
                 f"{bad_events} bad records injected; Ctrl-C to stop"
             )
-            stop = threading.Event()
-            watcher.latency_from_ms = 1 << 62  # measure latency once the simulator's pre-roll burst is out
-            with _interrupts(stop):
-                while not stop.is_set() and (duration_s is None or time.monotonic() - t0 < duration_s):
-                    stop.wait(0.2)
-                    supervisor.check()
-                    if feeder.live_from_ms and watcher.latency_from_ms > feeder.live_from_ms:
-                        watcher.latency_from_ms = feeder.live_from_ms
-            feeder.stop()
-            # drain: let the workers finish what is in flight
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                processed = int(r.hget(STATS_KEY, "events") or 0)
-                if (
-                    watcher.dead_letters >= feeder.bad_sent
-                    and processed >= feeder.sent + feeder.bad_sent
-                    and time.monotonic() - watcher.last_record_wall > 2
-                ):
-                    break
-                time.sleep(0.2)
-                supervisor.check()
-            watcher.stop()
+            _feed_and_drain(feeder, watcher, supervisor, r, t0, duration_s)
             stats = {k.decode(): int(v) for k, v in cast(dict[bytes, bytes], r.hgetall(STATS_KEY)).items()}
         finally:
             if web_runner is not None:
                 web_runner()
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            _stop_workers(procs)
+    return _summary(feeder, watcher, supervisor, stats, workers, duration_s)
+
+
+def _feed_and_drain(
+    feeder: Any, watcher: Watcher, supervisor: Supervisor, r: Any, t0: float, duration_s: float | None
+) -> None:
+    """Feed until the duration is over or Ctrl-C, then let the workers finish what is in flight."""
+    stop = threading.Event()
+    watcher.latency_from_ms = 1 << 62  # measure latency once the simulator's pre-roll burst is out
+    with _interrupts(stop):
+        while not stop.is_set() and (duration_s is None or time.monotonic() - t0 < duration_s):
+            stop.wait(0.2)
+            supervisor.check()
+            if feeder.live_from_ms and watcher.latency_from_ms > feeder.live_from_ms:
+                watcher.latency_from_ms = feeder.live_from_ms
+    feeder.stop()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        processed = int(r.hget(STATS_KEY, "events") or 0)
+        if (
+            watcher.dead_letters >= feeder.bad_sent
+            and processed >= feeder.sent + feeder.bad_sent
+            and time.monotonic() - watcher.last_record_wall > 2
+        ):
+            break
+        time.sleep(0.2)
+        supervisor.check()
+    watcher.stop()
+
+
+def _stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _summary(
+    feeder: Any,
+    watcher: Watcher,
+    supervisor: Supervisor,
+    stats: dict[str, int],
+    workers: int,
+    duration_s: float | None,
+) -> dict[str, Any]:
     return {
         "events_produced": feeder.sent + feeder.bad_sent,
         "events_in": stats.get("events", 0),
