@@ -23,6 +23,7 @@ from agents import faust_tuning, watchlists
 from agents.changelog import RedisChangelog
 from agents.fastpath import BatchConsumer, BatchTransport, OffsetCommitter
 from agents.flowwatch import FlowWatch
+from agents.globalstate import SharedFacts
 from agents.runtime import REDIS_ERRORS, BrokerUnavailable, DispatchLog, Health, Record, Runtime
 from pipeline.contracts import events as c
 from pipeline.contracts.commands import META_KEY, READY_KEY, RULES_KEY
@@ -100,6 +101,7 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
                 health=health,
             )
             rt.changelog = RedisChangelog(rt.redis, settings.partitions, namespace=settings.app_id)
+            rt.changelog.shared = SharedFacts(rt.redis, rt.engine.joiner, namespace=settings.app_id)
         return rt
 
     # keeps every input partition moving (adaptive fetch wait) and reports the ones that do not

@@ -26,6 +26,9 @@ class RedisChangelog:
         self.partitions = partitions
         self.ns = namespace
         self.applied_key = f"{namespace}:applied"
+        # the enterprise and commodity state shared by the consumer group (agents/globalstate.py), written in
+        # the same MULTI/EXEC as the conveyance state and the applied offsets
+        self.shared: Any = None
 
     def state_key(self, partition: int) -> str:
         return f"{self.ns}:state:p{partition}"
@@ -52,6 +55,8 @@ class RedisChangelog:
             pipe.hdel(self.state_key(p), *keys)
         if applied:
             pipe.hset(self.applied_key, mapping=applied)
+        if self.shared is not None:
+            self.shared.stage(pipe)
 
     async def load(
         self, partitions: Iterable[int], topics: Iterable[str]

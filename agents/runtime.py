@@ -325,6 +325,7 @@ class Runtime:
             stages.observe(len(records), time.perf_counter() - t0)
 
     async def _process(self, records: Sequence[Record], fetched_at: float | None) -> None:
+        await self._prefetch_shared(records, None)
         m = self.metrics
         now_ms = self.clock_ms()
         decisions: list[Decision] = []
@@ -392,12 +393,23 @@ class Runtime:
             self.metrics.dead_letters.labels("late_event").inc()
         return dead
 
+    async def _prefetch_shared(self, records: Sequence[Record], watermark_ms: int | None) -> None:
+        """Load the consumer group's shared enterprise and commodity state the batch reads
+        (agents/globalstate.py); its time is the ``shared`` stage."""
+        shared = self.changelog.shared if self.changelog is not None else None
+        if shared is not None:
+            t0 = time.perf_counter()
+            what = "reading the shared enterprise and commodity state"
+            await self.retry("redis", what, lambda: shared.prefetch(records, watermark_ms))
+            self.stages.add("shared", time.perf_counter() - t0)
+
     async def tick(self, idle_advance_ms: int = 0) -> None:
         """Deadline scoring: called by a timer; moves event time on when the input is idle."""
         async with self._lock:
             wm = self.watermark_ms + idle_advance_ms
             if wm <= 0:
                 return
+            await self._prefetch_shared((), wm)
             decisions = self.engine.advance(wm)
             if decisions:
                 await self._emit(decisions, [])

@@ -14,10 +14,11 @@ from typing import Any
 
 from pipeline.io.metrics import Metrics
 
-# decode: bytes -> validated event; join: the joiner and every feature; rules, model, policy: the decision's
-# parts; dispatch: commands built, records queued, bookkeeping; redis: round trips; acks: the wait for the
-# broker to acknowledge what the batch produced
-STAGES = ("decode", "join", "rules", "model", "policy", "dispatch", "redis", "acks")
+# decode: bytes -> validated event; shared: the read of the consumer group's shared enterprise and
+# commodity state (agents/globalstate.py); join: the joiner and every feature; rules, model, policy: the
+# decision's parts; dispatch: commands built, records queued, bookkeeping; redis: round trips; acks: the
+# wait for the broker to acknowledge what the batch produced
+STAGES = ("decode", "shared", "join", "rules", "model", "policy", "dispatch", "redis", "acks")
 CORE_PARTS = {"joiner": {"on_event": "join", "advance": "join"}, "rules": {"evaluate": "rules"}}
 CORE_PARTS |= {"model": {"score": "model"}, "policy": {"decide": "policy"}}
 

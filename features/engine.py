@@ -23,12 +23,12 @@ from typing import Any
 import orjson
 
 from features.config import DAY, HOUR, MIN, FeatureConfig
-from features.enterprise import Enterprise
-from features.history import History
+from features.enterprise import Enterprise, Member
+from features.history import History, Result
 from features.join import Conv, Join
 from features.schema import declaration_facts
 from features.track import LATE, TrackStats
-from features.valuation import Valuation
+from features.valuation import Valuation, Value
 from features.watchlist import Watchlists
 
 __all__ = ["DAY", "HOUR", "MIN", "Conv", "FeatureConfig", "FeatureEngine", "Ready"]
@@ -147,6 +147,35 @@ class FeatureEngine:
     def restore_keys(self, snaps: dict[str, bytes]) -> None:
         for key, raw in snaps.items():
             self.join.restore(key, orjson.loads(raw))
+
+    # ------------------------------------------------------------------------ state shared by workers
+    def share(self) -> None:
+        """Keep what the cross-conveyance tables take in (declarations, unit values, results) for
+        ``drain_shared``: a store shared by a consumer group's workers adds it up (agents/globalstate.py)."""
+        self.enterprise.shared, self.valuation.shared, self.history.shared = [], [], []
+
+    def drain_shared(self) -> tuple[list[Member], list[Value], list[Result]]:
+        """What the cross-conveyance tables took in since the last call."""
+        e, v, h = self.enterprise.shared, self.valuation.shared, self.history.shared
+        if e is None or v is None or h is None:
+            return [], [], []
+        self.enterprise.shared, self.valuation.shared, self.history.shared = [], [], []
+        return e, v, h
+
+    def due(self, watermark_ms: int) -> list[dict[str, Any]]:
+        """The pending declarations ``advance(watermark_ms)`` would decide."""
+        convs = self.join.convs
+        out = []
+        for due, decl_id, key in self.join.deadlines:
+            st = convs.get(key) if due <= watermark_ms else None
+            if st is not None:
+                out += [d for d in st.pending if d["decl_id"] == decl_id]
+        return out
+
+    def pending(self, conveyance_id: str) -> list[dict[str, Any]]:
+        """The declarations of a conveyance waiting for their weighbridge reading."""
+        st = self.join.convs.get(conveyance_id)
+        return list(st.pending) if st is not None else []
 
     def drain_late(self) -> list[tuple[str, dict[str, Any]]]:
         out, self.late = self.late, []

@@ -15,6 +15,7 @@ from features.config import DAY, HOUR, MIN, FeatureConfig
 from features.store import KeyedStore, MemoryStore
 
 VELOCITY = WindowSums(10 * MIN, 7 * DAY, (HOUR, DAY, 7 * DAY))
+Member = tuple[str, int, str, float, str]  # a declaration taken in: enterprise, ts, decl_id, value, HS code
 NEW_HS = NewShare(7 * DAY, 200)
 SPLITS = RecentValues(DAY, 100)
 
@@ -42,6 +43,8 @@ class Enterprise:
         self.cfg = cfg
         self.ents: KeyedStore[str, EntState] = ents or MemoryStore(cfg.max_enterprises)
         self.splits: KeyedStore[tuple[str, str], Any] = splits or MemoryStore(cfg.max_keys)
+        # declarations taken in since the last drain, for a store shared by several workers (None: not kept)
+        self.shared: list[Member] | None = None
 
     def take(self, d: dict[str, Any]) -> None:
         """The declaration joins its enterprise's velocity, HS history and split-shipment counters."""
@@ -52,11 +55,35 @@ class Enterprise:
         VELOCITY.update(st.sums, ts, value)
         NEW_HS.update(st.seen, ts, hs)
         self.ents.put(ent_id, st, ts)
-        T = self.cfg.split_threshold_cny
-        if self.cfg.split_low * T <= d["value_cny"] < T:
+        if self.shared is not None:
+            self.shared.append((ent_id, ts, d["decl_id"], value, hs))
+        if self._split(value):
             key = (ent_id, hs)
             q = self.splits.get(key)
             self.splits.put(key, SPLITS.update(SPLITS.initial(ts) if q is None else q, ts, value), ts)
+
+    def _split(self, value: float) -> bool:
+        T = self.cfg.split_threshold_cny
+        return self.cfg.split_low * T <= value < T
+
+    def load(self, ent_id: str, since: int, first: dict[str, int], members: list[Member]) -> None:
+        """Replace an enterprise's state by the one its declarations define, whoever took them in: ``since``
+        (its first declaration's time), ``first`` (each HS code's first declaration) and ``members`` (its
+        declarations of the last 7 days, any order, each once). The result does not depend on the order in
+        which workers took them in: members are applied in (event time, declaration id) order."""
+        members = sorted(members, key=lambda m: (m[1], m[2]))
+        st = EntState(VELOCITY.initial(since), SeenState(since, dict(first)))
+        splits: dict[str, Any] = {}
+        for _, ts, _, value, hs in members:
+            VELOCITY.update(st.sums, ts, value)
+            NEW_HS.update(st.seen, ts, hs)
+            if self._split(value):
+                q = splits.get(hs)
+                splits[hs] = SPLITS.update(SPLITS.initial(ts) if q is None else q, ts, value)
+        last = members[-1][1] if members else since
+        self.ents.put(ent_id, st, last)
+        for hs, q in splits.items():
+            self.splits.put((ent_id, hs), q, q[-1][0])
 
     def facts(self, d: dict[str, Any], facts: dict[str, Any]) -> None:
         dts = d["ts_ms"]

@@ -14,6 +14,7 @@ from features.config import FeatureConfig
 from features.store import KeyedStore, MemoryStore
 
 KINDS = ("enterprise", "conveyance", "declarant")
+Result = tuple[str, tuple[str, str, str], bool]  # decl_id, its (enterprise, conveyance, declarant), violation
 
 
 class History:
@@ -28,6 +29,8 @@ class History:
             cfg.max_decided, cfg.decided_ttl_ms
         )
         self.rates: KeyedStore[tuple[str, str], list[float]] = rates or MemoryStore(cfg.max_keys * 4)
+        # results learnt since the last drain, for a store shared by several workers (None: not kept)
+        self.shared: list[Result] | None = None
 
     def remember(self, d: dict[str, Any]) -> None:
         """A decided declaration: its result, when it comes, teaches the history of its parties."""
@@ -42,6 +45,8 @@ class History:
         if parties is None or ev["outcome"] not in ("violation", "clean"):
             return
         ts, violated = ev["ts_ms"], ev["outcome"] == "violation"
+        if self.shared is not None:
+            self.shared.append((ev["decl_id"], parties, violated))
         for kind, id_ in zip(KINDS, parties, strict=True):
             if id_:
                 key = (kind, id_)
@@ -59,3 +64,7 @@ class History:
         ):
             st = self.rates.get((kind, id_))
             facts[fact] = self.rate.result(st if st is not None else [0.0, 0.0], ts)
+
+    def load(self, key: tuple[str, str], trials: float, violations: float) -> None:
+        """Replace a party's history by the counts every worker's results add up to."""
+        self.rates.put(key, [float(trials), float(violations)], 0)

@@ -12,11 +12,15 @@ from features.aggregates import MedianState, RecentMedian
 from features.config import FeatureConfig
 from features.store import KeyedStore, MemoryStore
 
+Value = tuple[str, str, int, str, float]  # a unit value taken in: HS code, origin, ts, decl_id, CNY/kg
+
 
 class Valuation:
     def __init__(self, cfg: FeatureConfig, medians: KeyedStore[tuple[str, str], MedianState] | None = None):
         self.median = RecentMedian(cfg.hs_median_size)
         self.medians: KeyedStore[tuple[str, str], MedianState] = medians or MemoryStore(cfg.max_keys)
+        # unit values taken in since the last drain, for a store shared by several workers (None: not kept)
+        self.shared: list[Value] | None = None
 
     def facts(self, d: dict[str, Any], facts: dict[str, Any]) -> None:
         """``hs_median_unit_value``, ``hs_median_n``, ``unit_value_ratio``; then the unit value joins."""
@@ -33,4 +37,16 @@ class Valuation:
             facts["unit_value_ratio"] = unit_value / m
         if unit_value > 0:
             agg.update(st, ts, unit_value)
+            if self.shared is not None:
+                self.shared.append((key[0], key[1], ts, d["decl_id"], unit_value))
         self.medians.put(key, st, ts)
+
+    def load(self, key: tuple[str, str], values: list[Value]) -> None:
+        """Replace a (HS code, origin)'s median state by the one its latest unit values define, whoever took
+        them in, applied in (event time, declaration id) order."""
+        agg = self.median
+        values = sorted(values, key=lambda v: (v[2], v[3]))
+        st = agg.initial(0)
+        for v in values[-agg.bound :]:
+            agg.update(st, v[2], v[4])
+        self.medians.put(key, st, values[-1][2] if values else 0)

@@ -1,0 +1,211 @@
+"""Enterprise and commodity state shared by every worker of the consumer group, in Redis.
+
+The join is per conveyance (the Kafka key), so one worker owns each conveyance. The cross-conveyance tables
+are not: an enterprise's declarations, an HS code's unit values and a declarant's results arrive on every
+partition. Each worker keeps them in its feature engine as before, and around each batch:
+
+* ``prefetch(records)`` (before the batch): for the enterprises, (HS code, origin) pairs and parties of the
+  batch's declarations, of the declarations a weighbridge reading in the batch may release and of those whose
+  deadline is due, one pipelined read of what all workers wrote, which replaces the engine's local state of
+  those keys (``Enterprise.load``, ``Valuation.load``, ``History.load``);
+* ``stage(pipe)`` (in the batch's MULTI/EXEC, with the changelog and the applied offsets): what the batch took
+  in, as idempotent updates keyed by declaration id: a redelivered declaration (after a kill -9, before its
+  offsets were saved) adds the same member again, not a second one.
+
+Layout (``<ns>:g:`` prefix; every key expires ``ttl_s`` after its last write):
+
+=========================  =====  ===========================================================================
+``ent:<enterprise>``       zset   member ``[decl_id, value_cny, hs_code]``, score ts; the last 7 days + 10 min
+``hsfirst:<enterprise>``   hash   HS code -> first ts; ``_since`` -> the enterprise's first ts (min, by Lua)
+``med:<hs>|<origin>``      zset   member ``[decl_id, unit_value]``, score ts; the latest ``2 x 101``
+``hist:<kind>:<id>``       hash   ``n`` inspections, ``v`` violations
+``res:<decl_id>``          str    a result already counted (3 days): the dedupe of ``hist``
+=========================  =====  ===========================================================================
+
+Failure: every read and write goes through the runtime's retry (the worker holds and retries with backoff
+while Redis is down; nothing is decided on a partial view, nothing is lost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from features.config import DAY, MIN
+from features.enterprise import Member
+from features.history import KINDS, Result
+from features.valuation import Value
+
+HORIZON_MS = 7 * DAY + 10 * MIN  # enterprise velocity's longest window plus one bucket
+MEDIAN_KEEP = 2 * 101
+
+MIN_LUA = """
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if (not cur) or tonumber(ARGV[i + 1]) < tonumber(cur) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
+RESULT_LUA = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[2]) then return 0 end
+for i = 2, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'n', 1)
+  redis.call('HINCRBY', KEYS[i], 'v', ARGV[1])
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+return 1
+"""
+
+
+class SharedFacts:
+    def __init__(self, redis: Any, joiner: Any, namespace: str = "bukong", ttl_s: int = 30 * 86_400) -> None:
+        self.redis = redis
+        self.joiner = joiner
+        self.ns = f"{namespace}:g:"
+        self.ttl_s = ttl_s
+        self._unsent: tuple[list[Member], list[Value], list[Result]] = ([], [], [])
+        joiner.share()
+
+    # -- keys --------------------------------------------------------------------------------------------
+    def _ent(self, ent: str) -> str:
+        return f"{self.ns}ent:{ent}"
+
+    def _first(self, ent: str) -> str:
+        return f"{self.ns}hsfirst:{ent}"
+
+    def _med(self, hs: str, origin: str) -> str:
+        return f"{self.ns}med:{hs}|{origin}"
+
+    def _hist(self, kind: str, id_: str) -> str:
+        return f"{self.ns}hist:{kind}:{id_}"
+
+    # -- read --------------------------------------------------------------------------------------------
+    def declarations(self, records: Sequence[Any], watermark_ms: int | None) -> list[dict[str, Any]]:
+        """The declarations a batch (or a deadline tick) may decide."""
+        out: list[dict[str, Any]] = []
+        for rec in records:
+            if rec.topic == "declarations":
+                try:
+                    d = orjson.loads(rec.value)
+                except orjson.JSONDecodeError:
+                    continue  # the batch dead-letters it
+                if isinstance(d, dict) and isinstance(d.get("enterprise_id"), str):
+                    out.append(d)
+            elif rec.topic == "logistics" and rec.key is not None:
+                out += self.joiner.pending(rec.key.decode("utf-8", "replace"))
+        if watermark_ms is not None:
+            out += self.joiner.due(watermark_ms)
+        return out
+
+    async def prefetch(self, records: Sequence[Any] = (), watermark_ms: int | None = None) -> int:
+        """Load the shared state of every key the batch may read; returns the keys loaded. The previous
+        batch's writes succeeded (the runtime saves a batch before it takes the next), so they are dropped."""
+        self._unsent = ([], [], [])
+        ents: set[str] = set()
+        meds: set[tuple[str, str]] = set()
+        parties: set[tuple[str, str]] = set()
+        for d in self.declarations(records, watermark_ms):
+            ent = d["enterprise_id"]
+            ents.add(ent)
+            meds.add((str(d.get("hs_code", "")), str(d.get("origin", ""))))
+            for kind, id_ in zip(KINDS, (ent, d.get("conveyance_id"), d.get("declarant_id")), strict=True):
+                if isinstance(id_, str) and id_:
+                    parties.add((kind, id_))
+        if not (ents or meds or parties):
+            return 0
+        e, m, p = sorted(ents), sorted(meds), sorted(parties)
+        pipe = self.redis.pipeline(transaction=False)
+        for ent in e:
+            pipe.zrange(self._ent(ent), 0, -1, withscores=True)
+            pipe.hgetall(self._first(ent))
+        for hs, origin in m:
+            pipe.zrange(self._med(hs, origin), -MEDIAN_KEEP, -1, withscores=True)
+        for kind, id_ in p:
+            pipe.hmget(self._hist(kind, id_), "n", "v")
+        res = await pipe.execute()
+        self._load(e, m, p, res)
+        return len(e) + len(m) + len(p)
+
+    def _load(self, e: list[str], m: list[tuple[str, str]], p: list[tuple[str, str]], res: list[Any]) -> None:
+        j = self.joiner
+        i = 0
+        for ent in e:
+            zs, first = res[i], res[i + 1]
+            i += 2
+            if not zs:
+                continue
+            hs_first = {_s(k): int(v) for k, v in first.items()}
+            since = hs_first.pop("_since", int(zs[0][1]))
+            members = []
+            for raw, score in zs:
+                decl_id, value, hs = orjson.loads(raw)
+                members.append((ent, int(score), decl_id, float(value), hs))
+            j.enterprise.load(ent, since, hs_first, members)
+        for hs, origin in m:
+            zs = res[i]
+            i += 1
+            if zs:
+                values = []
+                for raw, score in zs:
+                    decl_id, uv = orjson.loads(raw)
+                    values.append((hs, origin, int(score), decl_id, float(uv)))
+                j.valuation.load((hs, origin), values)
+        for key in p:
+            n, v = res[i]
+            i += 1
+            if n is not None:
+                j.history.load(key, float(n), float(v or 0))
+
+    # -- write -------------------------------------------------------------------------------------------
+    def stage(self, pipe: Any) -> None:
+        """Queue what the engine took in since the last batch (and anything not yet known written)."""
+        new_m, new_v, new_r = self.joiner.drain_shared()
+        members, values, results = self._unsent
+        members += new_m
+        values += new_v
+        results += new_r
+        self._stage_members(pipe, members)
+        meds: dict[str, dict[bytes, int]] = {}
+        for hs, origin, ts, decl_id, uv in values:
+            meds.setdefault(self._med(hs, origin), {})[orjson.dumps([decl_id, uv])] = ts
+        for key, mapping in meds.items():
+            pipe.zadd(key, mapping)
+            pipe.zremrangebyrank(key, 0, -MEDIAN_KEEP - 1)
+            pipe.expire(key, self.ttl_s)
+        for decl_id, parties, violated in results:
+            keys = [self._hist(k, i) for k, i in zip(KINDS, parties, strict=True) if i]
+            pipe.eval(
+                RESULT_LUA,
+                1 + len(keys),
+                f"{self.ns}res:{decl_id}",
+                *keys,
+                int(violated),
+                3 * 86_400,
+                self.ttl_s,
+            )
+
+    def _stage_members(self, pipe: Any, members: Iterable[Member]) -> None:
+        by_ent: dict[str, dict[bytes, int]] = {}
+        first: dict[str, dict[str, int]] = {}
+        for ent, ts, decl_id, value, hs in members:
+            by_ent.setdefault(ent, {})[orjson.dumps([decl_id, value, hs])] = ts
+            f = first.setdefault(ent, {})
+            f[hs] = min(ts, f.get(hs, ts))
+            f["_since"] = min(ts, f.get("_since", ts))
+        for ent, mapping in by_ent.items():
+            key = self._ent(ent)
+            pipe.zadd(key, mapping)
+            pipe.zremrangebyscore(key, "-inf", f"({max(mapping.values()) - HORIZON_MS}")
+            pipe.expire(key, self.ttl_s)
+            fkey = self._first(ent)
+            pipe.eval(MIN_LUA, 1, fkey, *[x for kv in first[ent].items() for x in kv])
+            pipe.expire(fkey, self.ttl_s)
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
