@@ -131,6 +131,42 @@ def _consumer(broker: str, settings: Settings, timeout_s: float) -> Any:
         ) from None
 
 
+def _assign(
+    consumer: Any, broker: str, topic: str, partition: int | None, latest: int | None
+) -> tuple[list[Any], dict[Any, int]]:
+    """Assign the topic's partitions (or the one asked for) and seek each to its oldest record, or to its
+    ``latest`` last ones; return them with their end offsets."""
+    from kafka import TopicPartition
+
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        known = sorted(t for t in (consumer.topics() or set()) if not t.startswith("__"))
+        raise TailError(
+            f"topic '{topic}' does not exist on {broker}. Topics there: {', '.join(known) or 'none'}"
+            + ("" if known else " (create them with `bukong topics`)")
+        )
+    if partition is not None:
+        if partition not in parts:
+            raise TailError(f"topic '{topic}' has partitions {sorted(parts)}; there is no {partition}")
+        parts = {partition}
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    begin = consumer.beginning_offsets(tps)
+    end = consumer.end_offsets(tps)
+    for tp in tps:
+        start = begin[tp] if latest is None else max(begin[tp], end[tp] - latest)
+        consumer.seek(tp, start)
+    return tps, end
+
+
+def _batch(consumer: Any, timeout_ms: int) -> list[Rec]:
+    out = []
+    for recs in consumer.poll(timeout_ms=timeout_ms).values():
+        for r in recs:
+            out.append(Rec(r.topic, r.partition, r.offset, r.timestamp or 0, r.key, r.value))
+    return out
+
+
 def read_topic(
     broker: str,
     topic: str,
@@ -154,32 +190,8 @@ def read_topic(
     settings = settings or Settings.from_env()
     consumer = _consumer(broker, settings, timeout_s)
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            known = sorted(t for t in (consumer.topics() or set()) if not t.startswith("__"))
-            raise TailError(
-                f"topic '{topic}' does not exist on {broker}. Topics there: {', '.join(known) or 'none'}"
-                + ("" if known else " (create them with `bukong topics`)")
-            )
-        if partition is not None:
-            if partition not in parts:
-                raise TailError(f"topic '{topic}' has partitions {sorted(parts)}; there is no {partition}")
-            parts = {partition}
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        begin = consumer.beginning_offsets(tps)
-        end = consumer.end_offsets(tps)
         latest = count if count is not None else DEFAULT_COUNT
-        for tp in tps:
-            start = begin[tp] if from_beginning else max(begin[tp], end[tp] - latest)
-            consumer.seek(tp, start)
-
-        def batch(timeout_ms: int) -> list[Rec]:
-            out = []
-            for recs in consumer.poll(timeout_ms=timeout_ms).values():
-                for r in recs:
-                    out.append(Rec(r.topic, r.partition, r.offset, r.timestamp or 0, r.key, r.value))
-            return out
+        tps, end = _assign(consumer, broker, topic, partition, None if from_beginning else latest)
 
         # catch up to the end offsets read at the start
         backlog: list[Rec] = []
@@ -188,7 +200,7 @@ def read_topic(
         while any(consumer.position(tp) < end[tp] for tp in tps):
             if stop():
                 return
-            got = batch(100)
+            got = _batch(consumer, 100)
             if got:
                 last_progress = time.monotonic()
             elif time.monotonic() - last_progress > timeout_s:
@@ -223,7 +235,7 @@ def read_topic(
             printed += 1
             yield rec
         while not stop():
-            for rec in batch(200):
+            for rec in _batch(consumer, 200):
                 if from_beginning and count is not None and printed >= count:
                     return
                 printed += 1
