@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -72,6 +73,10 @@ def bad_record(kind: str, rng: random.Random, ts_ms: int) -> tuple[str, bytes, b
     return c.TRACKS, key, b'{"pad": "' + b"x" * (c.MAX_MESSAGE_BYTES + 10) + b'"}'
 
 
+def _logistics(event_id: str, kind: str, ts_ms: int, plate: str, port: str, **extra: Any) -> dict:
+    return {"event_id": event_id, "kind": kind, "ts_ms": ts_ms, "conveyance_id": plate, "port": port, **extra}
+
+
 class Generator:
     """Yields (topic, key, value bytes, is_bad) for trips; timestamps advance by ``step_ms`` per event."""
 
@@ -85,92 +90,62 @@ class Generator:
         self.trip += 1
         n = self.trip
         port = PORTS[n % len(PORTS)]
-        (clat, clon), (plat, plon) = sites.CROSSINGS[port], sites.PORTS[port].pos
         plate = f"MN{n % 100_000:05d}"  # a truck makes one trip within the join window
-        hs, goods, _, price = GOODS[n % len(GOODS)]
         net = rng.uniform(20_000, 40_000)
         gross = net + rng.uniform(1500, 3000)
         over = rng.random() < self.cfg.overweight_share
         measured = gross * (rng.uniform(1.08, 1.25) if over else rng.uniform(0.995, 1.005))
+        out: list[tuple[str, dict]] = self._track(plate, port, ts_ms)
+        out.append((c.LOGISTICS, _logistics(f"G{n}", "gate_in", ts_ms, plate, port, gate=f"{port}-road-1")))
+        weighed = _logistics(f"W{n}", "weighbridge", ts_ms, plate, port, measured_gross_kg=round(measured, 1))
+        out.append((c.LOGISTICS, weighed))
+        out.append((c.DECLARATIONS, self._declaration(n, ts_ms, port, plate, net, gross)))
+        if rng.random() < 0.5:  # the weighbridge sometimes comes after the declaration
+            out[-1], out[-2] = out[-2], out[-1]
+        out.append((c.LOGISTICS, _logistics(f"O{n}", "gate_out", ts_ms, plate, port)))
+        return out
+
+    def _track(self, plate: str, port: str, ts_ms: int) -> list[tuple[str, dict]]:
+        """GPS points on the approach road: from the border crossing to the port."""
+        rng, points = self.rng, self.cfg.track_points
+        (clat, clon), (plat, plon) = sites.CROSSINGS[port], sites.PORTS[port].pos
         out: list[tuple[str, dict]] = []
-        for i in range(self.cfg.track_points):
+        for i in range(points):
             out.append(
                 (
                     c.TRACKS,
                     {
                         "conveyance_id": plate,
                         "ts_ms": ts_ms,
-                        # on the approach road: from the border crossing to the port
-                        "lat": clat + (plat - clat) * i / self.cfg.track_points + rng.gauss(0, 0.0003),
-                        "lon": clon + (plon - clon) * i / self.cfg.track_points + rng.gauss(0, 0.0003),
+                        "lat": clat + (plat - clat) * i / points + rng.gauss(0, 0.0003),
+                        "lon": clon + (plon - clon) * i / points + rng.gauss(0, 0.0003),
                         "speed_kmh": rng.uniform(40, 70),
                     },
                 )
             )
-        out.append(
-            (
-                c.LOGISTICS,
-                {
-                    "event_id": f"G{n}",
-                    "kind": "gate_in",
-                    "ts_ms": ts_ms,
-                    "conveyance_id": plate,
-                    "port": port,
-                    "gate": f"{port}-road-1",
-                },
-            )
-        )
-        out.append(
-            (
-                c.LOGISTICS,
-                {
-                    "event_id": f"W{n}",
-                    "kind": "weighbridge",
-                    "ts_ms": ts_ms,
-                    "conveyance_id": plate,
-                    "port": port,
-                    "measured_gross_kg": round(measured, 1),
-                },
-            )
-        )
-        out.append(
-            (
-                c.DECLARATIONS,
-                {
-                    "decl_id": f"D{self.cfg.seed}-{n:08d}",
-                    "ts_ms": ts_ms,
-                    "enterprise_id": f"E{rng.randrange(500):04d}",
-                    "credit_grade": rng.choice(("general", "general", "aeo_advanced", "distrusted")),
-                    "declarant_id": f"B{rng.randrange(80):03d}",
-                    "hs_code": hs + "00",
-                    "goods": goods,
-                    "origin": "MN",
-                    "port": port,
-                    "mode": "road",
-                    "conveyance_id": plate,
-                    "gross_kg": round(gross, 1),
-                    "net_kg": round(net, 1),
-                    "quantity": round(net / 1000, 2),
-                    "unit": "t",
-                    "value_cny": round(net / 1000 * price, 2),
-                },
-            )
-        )
-        if rng.random() < 0.5:  # the weighbridge sometimes comes after the declaration
-            out[-1], out[-2] = out[-2], out[-1]
-        out.append(
-            (
-                c.LOGISTICS,
-                {
-                    "event_id": f"O{n}",
-                    "kind": "gate_out",
-                    "ts_ms": ts_ms,
-                    "conveyance_id": plate,
-                    "port": port,
-                },
-            )
-        )
         return out
+
+    def _declaration(self, n: int, ts_ms: int, port: str, plate: str, net: float, gross: float) -> dict:
+        rng = self.rng
+        hs, goods, _, price = GOODS[n % len(GOODS)]
+        return {
+            "decl_id": f"D{self.cfg.seed}-{n:08d}",
+            "ts_ms": ts_ms,
+            "enterprise_id": f"E{rng.randrange(500):04d}",
+            "credit_grade": rng.choice(("general", "general", "aeo_advanced", "distrusted")),
+            "declarant_id": f"B{rng.randrange(80):03d}",
+            "hs_code": hs + "00",
+            "goods": goods,
+            "origin": "MN",
+            "port": port,
+            "mode": "road",
+            "conveyance_id": plate,
+            "gross_kg": round(gross, 1),
+            "net_kg": round(net, 1),
+            "quantity": round(net / 1000, 2),
+            "unit": "t",
+            "value_cny": round(net / 1000 * price, 2),
+        }
 
     def stream(
         self, clock_ms: Iterator[int], bad_events: int = 0, bad_every: int = 50
