@@ -48,6 +48,13 @@ MAIN_BY_SOURCE = {
     "mixed": ("270112", "260300", "270900", "440320", "510211", "020450", "843149"),
 }
 
+# the honest world: every heading has honest importers (no heading is a label, no median is built from fraud)
+HONEST_MAIN_BY_SOURCE = {
+    "coal": ("270112",),
+    "copper": ("260300", "252922", "261790"),
+    "mixed": tuple(c.hs_code for c in COMMODITIES),
+}
+
 SELF_DRIVE_GOODS = (
     ("210690", "food preparations, personal"),
     ("330499", "cosmetics, personal"),

@@ -34,9 +34,16 @@ DELAY_MIN = {
 
 class InspectionOracle:
     def __init__(
-        self, truth_lookup: Callable[[str], dict[str, Any] | None], seed: int = 0, time_scale: float = 1.0
+        self,
+        truth_lookup: Callable[[str], dict[str, Any] | None],
+        seed: int = 0,
+        time_scale: float = 1.0,
+        delay_min: dict[str, tuple[float, float]] | None = None,
     ) -> None:
+        """``delay_min``: lane -> (min, max) minutes until the result, over the defaults (a scenario's
+        ``inspection_delay_min``)."""
         self.truth_lookup = truth_lookup
+        self.delay_min = {**DELAY_MIN, **(delay_min or {})}
         self.seed = seed
         self.time_scale = time_scale  # < 1 compresses delays (live runs faster than event time)
         self._due: list[tuple[int, int, dict[str, Any]]] = []
@@ -58,7 +65,7 @@ class InspectionOracle:
             "value_at_stake_cny": 0.0,
         }
         rng = self._rng(cmd["decl_id"])
-        lo, hi = DELAY_MIN[lane]
+        lo, hi = self.delay_min[lane]
         delay = int(rng.uniform(lo, hi) * MIN_MS * self.time_scale)
         found = False
         if truth["is_fraud"]:

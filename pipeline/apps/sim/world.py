@@ -8,6 +8,7 @@ byte-identical output.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 import math
 import random
@@ -15,9 +16,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from features.geometry import haversine_km
-from pipeline.apps.sim.catalogue import BY_HS, COMMODITIES, MAIN_BY_SOURCE, SELF_DRIVE_GOODS, Commodity
-from pipeline.apps.sim.scenario import TYPOLOGIES, Scenario
+from features import geometry
+from pipeline.apps.sim import honest as hw
+from pipeline.apps.sim.catalogue import (
+    BY_HS,
+    COMMODITIES,
+    HONEST_MAIN_BY_SOURCE,
+    MAIN_BY_SOURCE,
+    Commodity,
+)
+from pipeline.apps.sim.scenario import (
+    COMBINATION_TYPOLOGIES,
+    CREDIT_GRADES,
+    TYPOLOGIES,
+    Scenario,
+)
+from pipeline.apps.sim.selfdrive import SelfDriveTraffic
 from pipeline.contracts import events as c
 from pipeline.contracts import sites
 
@@ -25,32 +39,12 @@ DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 MIN_MS = 60_000
 # trips per hour of the day (shifts, night lull)
+# fmt: off
 RHYTHM = (
-    0.15,
-    0.1,
-    0.1,
-    0.1,
-    0.15,
-    0.3,
-    0.7,
-    1.1,
-    1.5,
-    1.6,
-    1.6,
-    1.4,
-    1.1,
-    1.4,
-    1.6,
-    1.6,
-    1.5,
-    1.3,
-    1.0,
-    0.8,
-    0.6,
-    0.45,
-    0.3,
-    0.2,
+    0.15, 0.1, 0.1, 0.1, 0.15, 0.3, 0.7, 1.1, 1.5, 1.6, 1.6, 1.4,
+    1.1, 1.4, 1.6, 1.6, 1.5, 1.3, 1.0, 0.8, 0.6, 0.45, 0.3, 0.2,
 )
+# fmt: on
 _RHYTHM_SUM = sum(RHYTHM)
 TRUCK_PORTS = tuple(code for code in sites.CROSSINGS)
 SELF_DRIVE_PORTS = ("EHT", "ZGD")
@@ -68,6 +62,9 @@ class Enterprise:
     habit: float  # declared/true value habit of honest declarations
     propensity: float  # multiplier on the scenario's prevalence
     declarant: str
+    cluster: int = 0
+    alternator: bool = False  # honest world: alternates clean and dirty shipments
+    flip: bool = False
 
 
 @dataclass(slots=True)
@@ -75,6 +72,15 @@ class Truck:
     plate: str
     port: str
     propensity: float
+
+
+def local_month(ts_ms: int) -> int:
+    """The calendar month at the ports (UTC+8) of an event time."""
+    return dt.datetime.fromtimestamp(ts_ms / 1000 + 8 * 3600, tz=dt.UTC).month
+
+
+def local_hour(ts_ms: int) -> int:
+    return int((ts_ms // HOUR_MS + 8) % 24)
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
@@ -90,12 +96,16 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-class Simulator:
+class Simulator(hw.HonestWorld, SelfDriveTraffic):
     def __init__(self, scenario: Scenario, seed: int | None = None, start_ms: int | None = None) -> None:
         self.sc = scenario
         self.seed = scenario.seed if seed is None else seed
         self.rng = random.Random(self.seed)
-        self.start_ms = start_ms if start_ms is not None else DEFAULT_START_MS
+        self.start_ms = start_ms if start_ms is not None else scenario.start_ms
+        self.honest = scenario.world == "honest"
+        self.leads: hw.LeadBook | None = None
+        self.hoppers: list[str] = []
+        self._q_watch = 0.25  # P(a true lead's target offends on a trip); honest world: from prevalence
         self.truth: dict[str, dict[str, Any]] = {}
         self.intel: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
@@ -114,21 +124,24 @@ class Simulator:
         self.declarants = [f"B{i:03d}" for i in range(sc.declarants)]
         self.enterprises: list[Enterprise] = []
         for i in range(sc.enterprises):
-            credit = rng.choices(("aeo_advanced", "general", "distrusted"), (0.1, 0.82, 0.08))[0]
+            credit = rng.choices(CREDIT_GRADES, [sc.credit_mix.get(g, 0.0) for g in CREDIT_GRADES])[0]
             prop = {"aeo_advanced": 0.3, "general": 1.0, "distrusted": 3.0}[credit]
             if rng.random() < 0.03:
                 prop *= 6.0  # a habitual offender
             source = rng.choice(("coal", "copper", "mixed", "mixed"))
+            table = HONEST_MAIN_BY_SOURCE if self.honest else MAIN_BY_SOURCE
             self.enterprises.append(
                 Enterprise(
                     f"E{i:05d}",
                     credit,
-                    rng.choice(MAIN_BY_SOURCE[source]),
+                    rng.choice(table[source]),
                     rng.gauss(1.0, 0.04),
                     prop,
                     rng.choice(self.declarants),
                 )
             )
+        if self.honest:
+            self._honest_enterprises()
         mean_prop = sum(e.propensity for e in self.enterprises) / max(1, len(self.enterprises))
         for e in self.enterprises:
             e.propensity /= mean_prop
@@ -142,8 +155,12 @@ class Simulator:
             (f"NM-SD-{i:04d}", f"IC{i:06d}", rng.choice(SELF_DRIVE_PORTS))
             for i in range(sc.self_drive_vehicles)
         ]
-        # intelligence: leads on conveyances and enterprises; a realistic share are false
         self.watch_true: set[str] = set()
+        self.watched: set[str] = set()
+        if self.honest:
+            self._honest_leads()
+            return
+        # intelligence: leads on conveyances and enterprises; a realistic share are false
         n_true = round(sc.watchlist_size * (1 - sc.false_lead_share))
         offenders = sorted(self.enterprises, key=lambda e: -e.propensity)[: max(1, n_true // 2)]
         risky_trucks = [t for t in self.trucks if t.propensity > 1][: max(1, n_true - len(offenders))]
@@ -156,11 +173,19 @@ class Simulator:
         for _ in range(sc.watchlist_size - len(self.intel)):
             if rng.random() < 0.5:
                 self.intel.append(
-                    {"kind": "enterprise", "id": rng.choice(self.enterprises).id, "source": "hotline"}
+                    {
+                        "kind": "enterprise",
+                        "id": rng.choice(self.enterprises).id,
+                        "source": "hotline",
+                    }
                 )
             else:
                 self.intel.append(
-                    {"kind": "conveyance", "id": rng.choice(self.trucks).plate, "source": "hotline"}
+                    {
+                        "kind": "conveyance",
+                        "id": rng.choice(self.trucks).plate,
+                        "source": "hotline",
+                    }
                 )
         self.watched = {x["id"] for x in self.intel}
 
@@ -221,8 +246,11 @@ class Simulator:
     def _generate_hour(self, hour_ms: int, span_ms: int) -> None:
         rng, sc = self.rng, self.sc
         day = (hour_ms - self.start_ms) / DAY_MS
-        month = int(((hour_ms // DAY_MS) % 365) / 30.5) + 1
+        month = local_month(hour_ms)
         h = (hour_ms // HOUR_MS) % 24
+        if self.leads is not None and self.sc.leads_per_day > 0:
+            for _ in range(_poisson(rng, self.sc.leads_per_day * span_ms / DAY_MS)):
+                self._new_lead(hour_ms + int(rng.random() * span_ms))
         frac = span_ms / HOUR_MS
         prevalence = sc.prevalence_at(day)
         for port in TRUCK_PORTS:
@@ -238,15 +266,26 @@ class Simulator:
 
     # ------------------------------------------------------------------------------------------- trips
     def _pick_typology(
-        self, prevalence: dict[str, float], ent: Enterprise, truck: Truck, com: Commodity
+        self,
+        prevalence: dict[str, float],
+        ent: Enterprise,
+        truck: Truck,
+        com: Commodity,
+        ts_ms: int = 0,
     ) -> str:
-        if (ent.id in self.watch_true or truck.plate in self.watch_true) and self.rng.random() < 0.25:
+        if self._offends_on_lead(ent, truck, ts_ms):
             return "watchlisted"
         mult = ent.propensity * truck.propensity
         r = self.rng.random()
         acc = 0.0
+        if self.honest:
+            mult *= self._honest_mult(truck.port, local_month(ts_ms))
+            combo = self._combination(prevalence, ent, local_hour(ts_ms), r / mult if mult else 1.0)
+            if combo:
+                return combo
+            acc = self._combo_mass(prevalence, local_hour(ts_ms)) * mult
         for t in TYPOLOGIES:
-            if t in ("self_drive_abuse", "watchlisted"):
+            if t in ("self_drive_abuse", "watchlisted") or t in COMBINATION_TYPOLOGIES:
                 continue
             if (t == "coal_grade" and not com.grade_prices) or (t == "hs_misclass" and not com.misclass_to):
                 continue  # prevalence is a share of the declarations a typology can apply to
@@ -271,108 +310,43 @@ class Simulator:
         truck = self._free_truck(port, gate_in)
         ent = ent or rng.choice(self.enterprises)
         if com is None:
-            com = BY_HS[ent.main_hs] if rng.random() < 0.8 else rng.choice(COMMODITIES[:7])
-        typ = forced or self._pick_typology(prevalence, ent, truck, com)
+            others = COMMODITIES if self.honest else COMMODITIES[:7]
+            com = BY_HS[ent.main_hs] if rng.random() < 0.8 else rng.choice(others)
+        typ = forced or self._pick_typology(prevalence, ent, truck, com, gate_in)
         if typ == "split_shipment" and not forced:
             self._split(port, gate_in, ent, prevalence)
             return
         self._n_decl += 1
         decl_id = f"D{self.seed % 1000:03d}-{self._n_decl:08d}"
-        net = rng.uniform(*com.net_kg)
-        gross = net * rng.uniform(1.02, 1.05)
-        grade = ""
-        price = com.price_cny_per_kg * math.exp(rng.gauss(0, com.price_sigma))
-        if com.grade_prices:
-            grade = rng.choice(("A", "B"))
-            price = dict(com.grade_prices)[grade] * math.exp(rng.gauss(0, com.price_sigma / 2))
-        true_value = net * price
-        value = true_value * ent.habit
-        hs = com.hs_code
-        d_net, d_gross, at_stake = net, gross, 0.0
-        if typ == "undervaluation":
-            value = true_value * rng.uniform(0.35, 0.65)
-            at_stake = (true_value - value) * com.duty
-        elif typ == "coal_grade":
-            grade = "B"
-            price_a = dict(com.grade_prices)["A"] * math.exp(rng.gauss(0, com.price_sigma / 2))
-            true_value = net * price_a
-            value = net * dict(com.grade_prices)["B"] * math.exp(rng.gauss(0, 0.03))
-            at_stake = (true_value - value) * com.duty
-        elif typ == "weight_underdeclared":
-            k = rng.uniform(0.78, 0.92)
-            d_net, d_gross, value = net * k, gross * k, true_value * k
-            at_stake = (true_value - value) * com.duty
-        elif typ == "hs_misclass":
-            hs = com.misclass_to
-            at_stake = true_value * (com.duty - BY_HS[hs].duty)
-        elif typ in ("concealment", "watchlisted", "contraband"):
-            at_stake = rng.uniform(80_000, 600_000)
-        elif typ == "split_shipment":
-            value = self.sc.split_threshold_cny * rng.uniform(0.86, 0.99)
-            at_stake = value * com.duty
+        g = self._goods(com, ent, typ)
         decl_ts = (
             gate_in + int(rng.uniform(10, 40) * MIN_MS)
             if rng.random() > 0.2
             else gate_in - int(rng.uniform(5, 60) * MIN_MS)
         )
-        self._track(truck.plate, port, gate_in, typ == "concealment")
+        self._track(truck.plate, port, gate_in, typ == "concealment", self._track_mode(typ, gate_in))
         gate = rng.choice(sites.PORTS[port].gates)
-        self._push(
-            c.LOGISTICS,
-            {
-                "event_id": f"G{decl_id}",
-                "kind": "gate_in",
-                "ts_ms": gate_in,
-                "conveyance_id": truck.plate,
-                "port": port,
-                "gate": gate,
-            },
-        )
-        self._push(
-            c.LOGISTICS,
-            {
-                "event_id": f"W{decl_id}",
-                "kind": "weighbridge",
-                "ts_ms": gate_in + int(rng.uniform(3, 15) * MIN_MS),
-                "conveyance_id": truck.plate,
-                "port": port,
-                "gate": gate,
-                "measured_gross_kg": round(gross * (1 + rng.gauss(0, 0.0025)), 1),
-            },
-        )
-        self._push(
-            c.LOGISTICS,
-            {
-                "event_id": f"M{decl_id}",
-                "kind": "manifest",
-                "ts_ms": gate_in - int(rng.uniform(60, 360) * MIN_MS),
-                "conveyance_id": truck.plate,
-                "port": port,
-                "manifest_id": f"MF{decl_id}",
-                "manifest_gross_kg": round(gross, 1),
-                "manifest_items": 1,
-            },
-        )
+        self._logistics(decl_id, truck.plate, port, gate, gate_in, g["gross"], g["manifest"])
         decl = {
             "decl_id": decl_id,
             "ts_ms": decl_ts,
             "enterprise_id": ent.id,
             "credit_grade": ent.credit,
-            "declarant_id": ent.declarant,
-            "hs_code": hs,
-            "goods": BY_HS[hs].goods,
+            "declarant_id": g["declarant"] or ent.declarant,
+            "hs_code": g["hs"],
+            "goods": BY_HS[g["hs"]].goods,
             "origin": "MN",
             "port": port,
             "mode": "road",
             "conveyance_id": truck.plate,
-            "gross_kg": round(d_gross, 1),
-            "net_kg": round(d_net, 1),
-            "quantity": round(d_net / 1000, 3),
+            "gross_kg": round(g["d_gross"], 1),
+            "net_kg": round(g["d_net"], 1),
+            "quantity": round(g["d_net"] / 1000, 3),
             "unit": "t",
-            "value_cny": round(value, 2),
+            "value_cny": round(g["value"], 2),
         }
-        if grade:
-            decl["grade"] = grade
+        if g["grade"]:
+            decl["grade"] = g["grade"]
         self._push(c.DECLARATIONS, decl)
         self._push(
             c.LOGISTICS,
@@ -385,7 +359,128 @@ class Simulator:
                 "gate": gate,
             },
         )
-        self._truth(decl_id, decl_ts, port, ent.id, truck.plate, typ, at_stake)
+        self._truth(decl_id, decl_ts, port, ent.id, truck.plate, typ, g["at_stake"])
+
+    def _goods(self, com: Commodity, ent: Enterprise, typ: str) -> dict[str, Any]:
+        """What the truck carries and what is declared (weights, heading, grade, value, value at stake)."""
+        rng, honest = self.rng, self.honest
+        net = rng.uniform(*com.net_kg)
+        small = honest and not typ and com.price_cny_per_kg >= 20
+        if (small and rng.random() < hw.HONEST_NOISE["near_threshold"]) or (
+            honest and typ == "split_shipment"
+        ):
+            net = self.sc.split_threshold_cny * rng.uniform(0.8, 0.99) / com.price_cny_per_kg  # a small lot
+        gross = net * rng.uniform(1.02, 1.05)
+        grade = ""
+        sigma = hw.WIDE_PRICE_SIGMA.get(com.hs_code, com.price_sigma) if honest else com.price_sigma
+        price = com.price_cny_per_kg * math.exp(rng.gauss(0, sigma))
+        if com.grade_prices:
+            grade = rng.choice(("A", "B"))
+            price = dict(com.grade_prices)[grade] * math.exp(rng.gauss(0, com.price_sigma / 2))
+        true_value = net * price
+        value = true_value * ent.habit
+        if honest and not typ and rng.random() < hw.HONEST_NOISE["part_load"]:
+            part = rng.uniform(0.01, 0.3)  # a part load, a sample, a small order
+            net, gross, true_value = net * part, gross * part, true_value * part
+        if honest and not typ and rng.random() < hw.HONEST_NOISE["discount"]:
+            value = true_value * rng.uniform(0.55, 0.92)  # a real discount: damaged lot, long contract
+        g = {
+            "hs": com.hs_code,
+            "grade": grade,
+            "d_net": net,
+            "d_gross": gross,
+            "gross": gross,
+            "manifest": gross,
+        }
+        if honest and rng.random() < 0.05:
+            g["manifest"] = gross * rng.uniform(0.92, 1.08)  # a carrier's slip on the manifest
+        g.update(value=value, at_stake=0.0, declarant="")
+        if honest and not typ and rng.random() < 0.08:
+            g["declarant"] = rng.choice(self.declarants)  # a declarant standing in for a colleague
+        if typ:
+            self._fraud(g, com, typ, net, gross, true_value)
+        return g
+
+    def _fraud(
+        self,
+        g: dict[str, Any],
+        com: Commodity,
+        typ: str,
+        net: float,
+        gross: float,
+        true_value: float,
+    ) -> None:
+        rng = self.rng
+        if typ == "undervaluation":
+            g["value"] = true_value * (rng.uniform(0.4, 0.8) if self.honest else rng.uniform(0.35, 0.65))
+            g["at_stake"] = (true_value - g["value"]) * com.duty
+        elif typ == "coal_grade":
+            g["grade"] = "B"
+            price_a = dict(com.grade_prices)["A"] * math.exp(rng.gauss(0, com.price_sigma / 2))
+            true_value = net * price_a
+            g["value"] = net * dict(com.grade_prices)["B"] * math.exp(rng.gauss(0, 0.03))
+            g["at_stake"] = (true_value - g["value"]) * com.duty
+        elif typ == "weight_underdeclared":
+            k = rng.uniform(0.78, 0.92)
+            g["d_net"], g["d_gross"], g["value"] = net * k, gross * k, true_value * k
+            if self.honest and rng.random() < 0.7:
+                g["manifest"] = gross * k  # the carrier's papers agree with the declaration
+            g["at_stake"] = (true_value - g["value"]) * com.duty
+        elif typ == "hs_misclass":
+            g["hs"] = com.misclass_to
+            g["at_stake"] = true_value * (com.duty - BY_HS[g["hs"]].duty)
+        elif typ in ("concealment", "watchlisted", "contraband", "night_deviation"):
+            g["at_stake"] = rng.uniform(80_000, 600_000)
+        elif typ == "split_shipment":
+            if not self.honest:
+                g["value"] = self.sc.split_threshold_cny * rng.uniform(0.86, 0.99)
+            else:  # a small lot at its true price (see _goods), kept under the threshold
+                g["value"] = min(g["value"], self.sc.split_threshold_cny * 0.99)
+            g["at_stake"] = g["value"] * com.duty
+        elif typ in ("alternating", "declarant_hopping"):
+            g["value"] = true_value * rng.uniform(0.7, 0.9)
+            g["at_stake"] = (true_value - g["value"]) * com.duty + rng.uniform(20_000, 150_000)
+            if typ == "declarant_hopping" and self.hoppers:
+                g["declarant"] = rng.choice(self.hoppers)
+
+    def _logistics(
+        self, decl_id: str, plate: str, port: str, gate: str, gate_in: int, gross: float, manifest: float
+    ) -> None:
+        rng = self.rng
+        base = {"conveyance_id": plate, "port": port}
+        self._push(
+            c.LOGISTICS,
+            {
+                "event_id": f"G{decl_id}",
+                "kind": "gate_in",
+                "ts_ms": gate_in,
+                **base,
+                "gate": gate,
+            },
+        )
+        self._push(
+            c.LOGISTICS,
+            {
+                "event_id": f"W{decl_id}",
+                "kind": "weighbridge",
+                "ts_ms": gate_in + int(rng.uniform(3, 15) * MIN_MS),
+                **base,
+                "gate": gate,
+                "measured_gross_kg": round(gross * (1 + rng.gauss(0, 0.0025)), 1),
+            },
+        )
+        self._push(
+            c.LOGISTICS,
+            {
+                "event_id": f"M{decl_id}",
+                "kind": "manifest",
+                "ts_ms": gate_in - int(rng.uniform(60, 360) * MIN_MS),
+                **base,
+                "manifest_id": f"MF{decl_id}",
+                "manifest_gross_kg": round(manifest, 1),
+                "manifest_items": 1,
+            },
+        )
 
     def _free_truck(self, port: str, gate_in: int) -> Truck:
         """A truck of that port not on another trip (a round trip takes about half a day)."""
@@ -406,13 +501,24 @@ class Simulator:
 
     def _split(self, port: str, t0: int, ent: Enterprise, prevalence: dict[str, float]) -> None:
         rng = self.rng
-        com = rng.choice([x for x in COMMODITIES if x.price_cny_per_kg >= 20])
+        if self.honest:  # any goods whose full truck is worth well over the threshold
+            t = 2 * self.sc.split_threshold_cny
+            com = rng.choice([x for x in COMMODITIES if x.price_cny_per_kg * x.net_kg[1] >= t])
+        else:
+            com = rng.choice([x for x in COMMODITIES if x.price_cny_per_kg >= 20])
         for _ in range(rng.randint(*SPLIT_PARTS)):
             self._trip(port, t0, prevalence, forced="split_shipment", ent=ent, com=com)
             t0 += int(rng.uniform(40, 300) * MIN_MS)
 
     def _truth(
-        self, decl_id: str, ts: int, port: str, ent: str, conv: str, typ: str, at_stake: float
+        self,
+        decl_id: str,
+        ts: int,
+        port: str,
+        ent: str,
+        conv: str,
+        typ: str,
+        at_stake: float,
     ) -> None:
         self.truth[decl_id] = {
             "decl_id": decl_id,
@@ -425,25 +531,31 @@ class Simulator:
             "value_at_stake_cny": round(at_stake, 2),
         }
 
-    def _track(self, plate: str, port: str, gate_in: int, conceal: bool) -> None:
+    def _track(self, plate: str, port: str, gate_in: int, conceal: bool, honest_mode: str = "") -> None:
         """GPS points along the corridor for the last 60-90 km before the gate (one every 30-60 s)."""
         rng = self.rng
         mine, crossing, gate_pos, _ = sites.CORRIDORS[port]
-        dist = haversine_km(mine, crossing)
-        km = min(rng.uniform(60, 90), dist) + haversine_km(crossing, gate_pos)
+        dist = geometry.haversine_km(mine, crossing)
+        km = min(rng.uniform(60, 90), dist) + geometry.haversine_km(crossing, gate_pos)
         speed = rng.uniform(40, 60)
         duration = int(km / speed * HOUR_MS)
-        mode = rng.choice(("gap", "stop", "deviate")) if conceal else ""
+        mode = rng.choice(("gap", "stop", "deviate")) if conceal else honest_mode
+        off = {"deviate": 0.12, "night": rng.uniform(0.04, 0.08)}.get(mode, 0.0) if self.honest else 0.12
+        if self.honest and mode == "deviate" and not conceal:
+            off = rng.uniform(0.015, 0.08)  # an honest detour: roadworks, a fuel stop off the road
         stop_ms = int(rng.uniform(35, 70) * MIN_MS) if mode == "stop" else 0
+        if stop_ms and not conceal:
+            stop_ms = int(rng.uniform(10, 35) * MIN_MS)  # an honest rest stop
         t = gate_in - duration - stop_ms
         gap_from = t + int(duration * rng.uniform(0.3, 0.6)) if mode == "gap" else -1
-        gap_to = gap_from + int(rng.uniform(35, 90) * MIN_MS) if mode == "gap" else -1
+        gap_min = (10, 40) if mode == "gap" and not conceal else (35, 90)  # honest: a tunnel, a dead zone
+        gap_to = gap_from + int(rng.uniform(*gap_min) * MIN_MS) if mode == "gap" else -1
         stopped = 0
         while t < gate_in:
             frac = 1 - (gate_in - t - (stop_ms - stopped)) / duration if duration else 1.0
             frac = min(1.0, max(0.0, frac))
             rem_km = km * (1 - frac)
-            to_crossing = haversine_km(crossing, gate_pos)
+            to_crossing = geometry.haversine_km(crossing, gate_pos)
             if rem_km > to_crossing:  # still in Mongolia, on the mine -> crossing leg
                 f = 1 - (rem_km - to_crossing) / dist
                 a, b = mine, crossing
@@ -453,8 +565,8 @@ class Simulator:
             lat = a[0] + (b[0] - a[0]) * f
             lon = a[1] + (b[1] - a[1]) * f
             v = speed * rng.uniform(0.85, 1.15)
-            if mode == "deviate" and 0.25 < frac < 0.6:
-                lat += 0.12  # ~13 km off the approved road
+            if mode in ("deviate", "night") and 0.25 < frac < 0.6:
+                lat += off  # 0.12: ~13 km off the approved road
             if mode == "stop" and stopped < stop_ms and rem_km < to_crossing + 4:
                 v = 0.0
                 step = int(rng.uniform(30, 60) * 1000)
@@ -473,71 +585,3 @@ class Simulator:
                     },
                 )
             t += step
-
-    def _self_drive(self, ts: int, prevalence: dict[str, float]) -> None:
-        rng = self.rng
-        plate, card, port = rng.choice(self.self_drive)
-        abuse = rng.random() < prevalence.get("self_drive_abuse", 0.0)
-        crossings = rng.randint(5, 7) if abuse else 1
-        never_out = abuse and rng.random() < 0.4
-        for i in range(crossings):
-            t_in = ts + i * int(rng.uniform(2, 4) * HOUR_MS)
-            self._n_decl += 1
-            decl_id = f"D{self.seed % 1000:03d}-{self._n_decl:08d}"
-            hs, goods = rng.choice(SELF_DRIVE_GOODS)
-            medical = rng.random() < 0.01
-            self._push(
-                c.LOGISTICS,
-                {
-                    "event_id": f"SI{decl_id}",
-                    "kind": "gate_in",
-                    "ts_ms": t_in,
-                    "conveyance_id": plate,
-                    "port": port,
-                    "ic_card": card,
-                    "direction": "in",
-                },
-            )
-            decl: dict[str, Any] = {
-                "decl_id": decl_id,
-                "ts_ms": t_in + int(rng.uniform(1, 5) * MIN_MS),
-                "enterprise_id": f"R{card}",
-                "credit_grade": "general",
-                "hs_code": hs,
-                "goods": goods,
-                "origin": "MN",
-                "port": port,
-                "mode": "self_drive",
-                "conveyance_id": plate,
-                "gross_kg": round(rng.uniform(20, 300), 1),
-                "net_kg": 0.0,
-                "quantity": 1.0,
-                "value_cny": round(rng.uniform(300, 3000), 2),
-            }
-            decl["net_kg"] = round(decl["gross_kg"] * 0.9, 1)
-            if medical:
-                decl["purpose"] = "medical"
-            self._push(c.DECLARATIONS, decl)
-            if not (never_out and i == crossings - 1):
-                self._push(
-                    c.LOGISTICS,
-                    {
-                        "event_id": f"SO{decl_id}",
-                        "kind": "gate_out",
-                        "ts_ms": t_in + int(rng.uniform(60, 110) * MIN_MS),
-                        "conveyance_id": plate,
-                        "port": port,
-                        "ic_card": card,
-                        "direction": "out",
-                    },
-                )
-            typ = "self_drive_abuse" if abuse and i >= 3 else ""
-            self._truth(
-                decl_id,
-                decl["ts_ms"],
-                port,
-                decl["enterprise_id"],
-                plate,
-                typ,
-                rng.uniform(5_000, 40_000) if typ else 0.0,
-            )
