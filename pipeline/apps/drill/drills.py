@@ -409,22 +409,12 @@ def drill_api(stack: Stack, cfg: Config, progress: Progress) -> DrillResult:
 
 
 # --------------------------------------------------------------------------------------------------- (g)
-def drill_soak(stack: Stack, cfg: Config, progress: Progress, group: str = "bukong") -> DrillResult:
-    from pipeline.apps.sim.live import LiveSim
-    from pipeline.apps.sim.scenario import load_scenario
-
-    minutes = cfg.soak_minutes
-    res = DrillResult("g", f"{minutes:g}-minute soak at {cfg.soak_rate:.0f} events/s")
-    sim = LiveSim(
-        stack.kafka, load_scenario("baseline"), cfg.soak_rate, seed=cfg.seed, partitions=stack.partitions
-    )
-    if cfg.soak_preroll_s is not None:
-        sim.preroll_s = cfg.soak_preroll_s
-    duration = minutes * 60
-    warmup = max(min(60.0, duration / 3), duration / 5)
-    every = 5.0 if duration >= 120 else 1.0
+def _soak_samples(
+    stack: Stack, sim: Any, duration: float, every: float, group: str, progress: Progress
+) -> list[dict[str, Any]]:
+    """Run the simulator for ``duration`` seconds; every ``every`` seconds, the memory of each process and
+    the group's lag."""
     samples: list[dict[str, Any]] = []
-    starts = stack.worker_starts
     sim.start()
     t0 = time.monotonic()
     try:
@@ -442,6 +432,25 @@ def drill_soak(stack: Stack, cfg: Config, progress: Progress, group: str = "buko
             time.sleep(every)
     finally:
         sim.stop()
+    return samples
+
+
+def drill_soak(stack: Stack, cfg: Config, progress: Progress, group: str = "bukong") -> DrillResult:
+    from pipeline.apps.sim.live import LiveSim
+    from pipeline.apps.sim.scenario import load_scenario
+
+    minutes = cfg.soak_minutes
+    res = DrillResult("g", f"{minutes:g}-minute soak at {cfg.soak_rate:.0f} events/s")
+    sim = LiveSim(
+        stack.kafka, load_scenario("baseline"), cfg.soak_rate, seed=cfg.seed, partitions=stack.partitions
+    )
+    if cfg.soak_preroll_s is not None:
+        sim.preroll_s = cfg.soak_preroll_s
+    duration = minutes * 60
+    warmup = max(min(60.0, duration / 3), duration / 5)
+    every = 5.0 if duration >= 120 else 1.0
+    starts = stack.worker_starts
+    samples = _soak_samples(stack, sim, duration, every, group, progress)
     alive = stack.worker_alive() and stack.worker_starts == starts
     warm = [s for s in samples if s["t"] >= warmup] or samples[-1:]
     mid = warm[len(warm) // 2] if warm else None
