@@ -132,18 +132,7 @@ def _unavailable(module: str, exc: Exception) -> int:
     return 2
 
 
-def build_parser(prog: str = "bukong", command: str | None = "*") -> argparse.ArgumentParser:
-    """The parser; ``command`` names the subcommand to load fully ("*": all of them, None: none)."""
-
-    def load(name: str) -> bool:
-        return command in ("*", name)
-
-    ap = argparse.ArgumentParser(
-        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
-
-    p = sub.add_parser("demo", help="start broker, Redis, workers, generator and live view")
+def _add_demo(p: argparse.ArgumentParser) -> None:
     _add_conn(p)
     p.add_argument("--duration", type=float, default=None, help="seconds to run, then print a JSON summary")
     p.add_argument("--workers", type=int, default=1, help="Faust workers in the consumer group")
@@ -163,6 +152,19 @@ def build_parser(prog: str = "bukong", command: str | None = "*") -> argparse.Ar
     )
     p.set_defaults(func=cmd_demo)
 
+
+def build_parser(prog: str = "bukong", command: str | None = "*") -> argparse.ArgumentParser:
+    """The parser; ``command`` names the subcommand to load fully ("*": all of them, None: none)."""
+
+    def load(name: str) -> bool:
+        return command in ("*", name)
+
+    ap = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+
+    _add_demo(sub.add_parser("demo", help="start broker, Redis, workers, generator and live view"))
     p = sub.add_parser("worker", help="run one Faust worker in the consumer group")
     _add_conn(p)
     p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
