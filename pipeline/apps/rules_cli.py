@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         return test(*args.path)
     if cmd == "list":
         return list_rules(args.path)
+    if cmd == "backtest":
+        from pipeline.apps.backtest import backtest
+
+        return backtest(args.pack, args.baseline, args.events, args.truth, args.out, args.watchlist)
     settings = Settings.from_env()
     broker = args.broker or settings.kafka_broker
     if cmd == "stats":
@@ -89,9 +93,7 @@ def run(args: argparse.Namespace) -> int:
             print("error: give --broker host:port (or set KAFKA_BROKER)", file=sys.stderr)
             return 2
         return publish(args.path, broker) if cmd == "publish" else rollback(broker)
-    from pipeline.apps.backtest import backtest
-
-    return backtest(args.pack, args.baseline, args.events, args.truth, args.out, args.watchlist)
+    raise AssertionError(f"unknown rules command {cmd}")  # argparse allows only the commands above
 
 
 def pack_files(paths: tuple[Path, ...]) -> tuple[list[Path], list[str]]:
