@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -141,3 +142,26 @@ def test_publish_refuses_old_versions_and_rollback_restores_the_previous_rules(
     assert live() == (top + 3, ["first"])
     assert cli.rollback(broker) == 0  # a second rollback undoes the first
     assert live() == (top + 4, ["second"])
+
+
+def test_publish_and_stats_take_the_broker_from_flags_or_the_environment() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BROKER", "REDIS_URL")}
+    for args in (("publish", str(PACKS / "starter.yaml")), ("rollback",), ("stats",)):
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "rules", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and "KAFKA_BROKER" in done.stderr, (args, done.stderr)
+    bad = subprocess.run(
+        [sys.executable, "-m", "pipeline", "rules", "rollback"],
+        cwd=REPO,
+        env={**env, "BUKONG_PARTITIONS": "many"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0 and "BUKONG_PARTITIONS='many'" in bad.stderr
