@@ -1,0 +1,218 @@
+"""The same facts on one worker or on several: the enterprise and commodity state is shared through Redis.
+
+A slice of the recorded day (tests/golden) is split by conveyance over 1, 2 and 4 workers (the partition the
+Kafka key picks), each a production engine (pipeline.core.assemble) with the shared state of
+agents/globalstate.py on one real Redis (valkey). Records reach their owner in the day's order, one batch per
+record, each batch read before and saved after, as the runtime does; deadlines are decided in event-time
+order. Every declaration then gets the same cross-conveyance facts, and the same command, whichever worker
+decided it. Saving a batch twice (a redelivery after a kill -9 before the offsets were saved) changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import lzma
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from agents.changelog import kafka_partition
+from agents.delivery import Record
+from agents.globalstate import SharedFacts
+from pipeline.contracts import sites
+from pipeline.core.assemble import build_engine
+from pipeline.core.decision.budget import BudgetConfig
+from pipeline.core.engine import Decision, Engine
+from pipeline.core.policy import DecisionPolicy, PolicyConfig
+from pipeline.io.embedded import EmbeddedServer, start_valkey
+from tests.golden.replay import EVENTS, INTEL, NEVER
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+HOURS = 9  # the day's first hours: ~120k records, ~500 declarations
+GLOBAL = (
+    "ent_decl_1h",
+    "ent_decl_24h",
+    "ent_decl_7d",
+    "ent_value_24h",
+    "ent_value_7d",
+    "ent_new_hs_share",
+    "split_count_24h",
+    "split_value_24h",
+    "hs_median_unit_value",
+    "hs_median_n",
+    "unit_value_ratio",
+    "ent_violation_rate",
+    "conv_violation_rate",
+    "declarant_violation_rate",
+)
+
+
+def _slice() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    start = None
+    for line in lzma.decompress(EVENTS.read_bytes()).splitlines():
+        topic, ev = orjson.loads(line)
+        start = ev["ts_ms"] if start is None else start
+        if ev["ts_ms"] >= start + HOURS * 3_600_000:
+            break
+        out.append((topic, ev))
+    return out
+
+
+@pytest.fixture(scope="module")
+def day() -> list[tuple[str, dict[str, Any]]]:
+    return _slice()
+
+
+@pytest.fixture(scope="module")
+def valkey() -> Iterator[EmbeddedServer]:
+    srv = start_valkey()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@dataclass
+class Worker:
+    engine: Engine
+    shared: SharedFacts
+    staged: list[Any] = field(default_factory=list)  # every batch's pipeline commands, to replay them
+
+
+def _engine(fixed_budget: bool) -> Engine:
+    engine = build_engine()
+    if fixed_budget:  # the site budget's threshold held at its cold value: the policy keeps no state
+        budget = BudgetConfig(min_window=10**9)
+        engine.policy = DecisionPolicy(PolicyConfig(budget=budget), rosters=sites.rosters())
+    for lead in orjson.loads(INTEL.read_bytes()):
+        engine.joiner.watch.add(lead["kind"], lead["id"], lead.get("source", "intel"), NEVER)  # type: ignore[attr-defined]
+    return engine
+
+
+async def _save(r: Any, w: Worker) -> None:
+    pipe = r.pipeline(transaction=True)
+    w.shared.stage(pipe)
+    if len(pipe):
+        w.staged.append(list(pipe.command_stack))
+        await pipe.execute()
+
+
+async def _run(
+    url: str, ns: str, n_workers: int, day: list[tuple[str, dict[str, Any]]], fixed_budget: bool = False
+) -> tuple[dict[str, Decision], list[Worker]]:
+    r = aioredis.from_url(url)
+    workers = []
+    for _ in range(n_workers):
+        engine = _engine(fixed_budget)
+        workers.append(Worker(engine, SharedFacts(r, engine.joiner, namespace=ns)))
+    decided: dict[str, Decision] = {}
+
+    def take(ds: list[Decision]) -> None:
+        for d in ds:
+            assert d.decl["decl_id"] not in decided
+            decided[d.decl["decl_id"]] = d
+
+    async def deadlines(wm: int) -> None:
+        """Deadlines due by ``wm``, across workers in (due, declaration id) order, like one worker's heap."""
+        while True:
+            tops = [(w.engine.joiner.join.deadlines[0], w) for w in workers if w.engine.joiner.join.deadlines]  # type: ignore[attr-defined]
+            due = [(top, w) for top, w in tops if top[0] <= wm]
+            if not due:
+                return
+            (t, _, _), w = min(due, key=lambda x: x[0])
+            await w.shared.prefetch((), t)
+            take(w.engine.advance(t))
+            await _save(r, w)
+
+    for i, (topic, ev) in enumerate(day):
+        await deadlines(ev["ts_ms"])
+        key = ev["conveyance_id"].encode()
+        w = workers[kafka_partition(key, PARTITIONS) % n_workers]
+        rec = Record(topic, 0, i, ev["ts_ms"], key, orjson.dumps(ev))
+        await w.shared.prefetch([rec])
+        take(w.engine.process(topic, ev))
+        await _save(r, w)
+    await deadlines(day[-1][1]["ts_ms"] + 3_600_000)
+    await r.aclose()
+    return decided, workers
+
+
+def _facts(d: Decision) -> dict[str, Any]:
+    return {k: d.facts.get(k) for k in GLOBAL}
+
+
+def _command(d: Decision) -> bytes | None:
+    if d.command is None:
+        return None
+    cmd = {k: v for k, v in d.command.items() if k != "trigger"}
+    # the budget's own notes ("inspected over the site budget") count per worker: not compared
+    cmd["reasons"] = [r for r in cmd.get("reasons", []) if r.get("kind") != "budget"]
+    return orjson.dumps(cmd, option=orjson.OPT_SORT_KEYS)
+
+
+async def _dump(url: str, ns: str) -> dict[bytes, Any]:
+    r = aioredis.from_url(url)
+    out: dict[bytes, Any] = {}
+    async for k in r.scan_iter(f"{ns}:g:*"):
+        t = await r.type(k)
+        if t == b"zset":
+            out[k] = await r.zrange(k, 0, -1, withscores=True)
+        elif t == b"hash":
+            out[k] = await r.hgetall(k)
+        else:
+            out[k] = await r.get(k)
+    await r.aclose()
+    return out
+
+
+def _hits(d: Decision) -> list[str]:
+    return sorted(h.rule_id for h in d.hits)
+
+
+@pytest.mark.parametrize("budget", ["production", "fixed"])
+def test_one_two_and_four_workers_decide_alike(
+    valkey: EmbeddedServer, day: list[tuple[str, dict[str, Any]]], budget: str
+) -> None:
+    """Same facts and rule hits with the production policy; same commands too (but for the budget's own
+    notes) when the site budget's threshold is held fixed (the adaptive budget is per worker:
+    docs/features.md)."""
+    url = f"redis://127.0.0.1:{valkey.port}/0"
+    fixed = budget == "fixed"
+    runs = {n: asyncio.run(_run(url, f"eq{budget}{n}", n, day, fixed)) for n in (1, 2, 4)}
+    one, _ = runs[1]
+    assert len(one) > 300
+    with_enterprise_history = sum(1 for d in one.values() if (d.facts.get("ent_decl_7d") or 0) > 1)
+    assert with_enterprise_history > 30, "the slice exercises enterprises seen on several conveyances"
+    for n in (2, 4):
+        many, workers = runs[n]
+        assert many.keys() == one.keys()
+        assert sum(1 for w in workers if w.engine.decided) == n, "every worker decided some declarations"
+        diff = [k for k in one if _facts(one[k]) != _facts(many[k])]
+        assert not diff, f"{n} workers: facts differ for {len(diff)} declarations, e.g. {diff[0]}"
+        assert [k for k in one if _hits(one[k]) != _hits(many[k])] == []
+        if fixed:
+            cmds = [k for k in one if _command(one[k]) != _command(many[k])]
+            assert not cmds, f"{n} workers: commands differ for {len(cmds)} declarations, e.g. {cmds[0]}"
+
+    # a redelivery: every batch of the 4-worker run saved again changes none of the shared state
+    _, workers = runs[4]
+    before = asyncio.run(_dump(url, f"eq{budget}4"))
+
+    async def again() -> None:
+        r = aioredis.from_url(url)
+        for w in workers:
+            for stack in w.staged:
+                pipe = r.pipeline(transaction=True)
+                pipe.command_stack.extend(stack)
+                await pipe.execute()
+        await r.aclose()
+
+    asyncio.run(again())
+    assert asyncio.run(_dump(url, f"eq{budget}4")) == before
