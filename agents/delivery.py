@@ -11,10 +11,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from pipeline.contracts import events as c
+from pipeline.contracts.events import ContractError
+from pipeline.io.codec import dead_letter
 from pipeline.io.metrics import Metrics
 
 log = logging.getLogger("bukong.worker")
@@ -290,3 +293,23 @@ class BatchStats:
     resent: int = 0  # pending commands sent again (not on the log after a crash)
     possible_doubles: int = 0  # dead letters / notifications sent again after a failed ack
     retries: int = 0
+
+
+def late_dead_letters(joiner: Any, metrics: Metrics, now_ms: int) -> list[dict[str, Any]]:
+    """Events the joiner found too late to fold in: dead-lettered, never silently dropped."""
+    if not hasattr(joiner, "drain_late"):
+        return []
+    dead = []
+    for topic, ev in joiner.drain_late():
+        err = ContractError(
+            "late_event",
+            f"{topic} record at ts_ms={ev['ts_ms']} is older than the "
+            "allowed lateness of its conveyance's stream",
+        )
+        dead.append(
+            dead_letter(
+                topic=topic, partition=None, offset=None, raw=orjson.dumps(ev), error=err, now_ms=now_ms
+            )
+        )
+        metrics.dead_letters.labels("late_event").inc()
+    return dead

@@ -42,6 +42,7 @@ from agents.delivery import (  # re-exported: the app and the tests import them 
     Out,
     Record,
     SendFn,
+    late_dead_letters,
 )
 from agents.results import on_results, tally
 from agents.stages import StageClock
@@ -119,8 +120,11 @@ class Runtime:
 
     # -- retries ---------------------------------------------------------------------------------------
 
-    async def retry(self, dependency: str, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn`` until it succeeds; on a Redis/broker error wait 0.1 s doubling to 5 s and try again."""
+    async def retry(
+        self, dependency: str, what: str, fn: Callable[[], Awaitable[T]], stage: str = "redis"
+    ) -> T:
+        """Run ``fn`` until it succeeds; on a Redis/broker error wait 0.1 s doubling to 5 s and try again.
+        The time of a Redis call, waits included, goes to ``stage`` of the per-stage timings."""
         errors = REDIS_ERRORS if dependency == "redis" else BROKER_ERRORS
         delay = BACKOFF_START_S
         waiting = False
@@ -148,7 +152,7 @@ class Runtime:
                     delay = min(delay * 2, BACKOFF_MAX_S)
         finally:
             if dependency == "redis":
-                self.stages.add("redis", time.monotonic() - t0)
+                self.stages.add(stage, time.monotonic() - t0)
             if waiting:
                 self.health.up(dependency)
                 log.warning("%s back after %.1f s; %s resumed", dependency, time.monotonic() - t0, what)
@@ -363,7 +367,7 @@ class Runtime:
             except Exception as exc:  # a bug in the core must not stop the worker: dead-letter and go on
                 log.exception("core failed on %s[%s]@%s", rec.topic, rec.partition, rec.offset)
                 dead.append(self._dead(rec, exc, now_ms))
-        dead += self._dead_late(now_ms)
+        dead += late_dead_letters(self.engine.joiner, self.metrics, now_ms)
         self.stages.add("decode", decode_s)
         for topic, n in per_topic.items():
             m.events_in.labels(topic).inc(n)
@@ -373,35 +377,13 @@ class Runtime:
         self.stats.events += len(records)
         await self._emit(decisions, dead, events=len(records), fetched_at=fetched_at)
 
-    def _dead_late(self, now_ms: int) -> list[dict[str, Any]]:
-        """Events too late to fold in: dead-lettered, never silently dropped."""
-        joiner: Any = self.engine.joiner
-        if not hasattr(joiner, "drain_late"):
-            return []
-        dead = []
-        for topic, ev in joiner.drain_late():
-            err = ContractError(
-                "late_event",
-                f"{topic} record at ts_ms={ev['ts_ms']} is older than the "
-                "allowed lateness of its conveyance's stream",
-            )
-            dead.append(
-                dead_letter(
-                    topic=topic, partition=None, offset=None, raw=orjson.dumps(ev), error=err, now_ms=now_ms
-                )
-            )
-            self.metrics.dead_letters.labels("late_event").inc()
-        return dead
-
     async def _prefetch_shared(self, records: Sequence[Record], watermark_ms: int | None) -> None:
         """Load the consumer group's shared enterprise and commodity state the batch reads
         (agents/globalstate.py); its time is the ``shared`` stage."""
         shared = self.changelog.shared if self.changelog is not None else None
         if shared is not None:
-            t0 = time.perf_counter()
             what = "reading the shared enterprise and commodity state"
-            await self.retry("redis", what, lambda: shared.prefetch(records, watermark_ms))
-            self.stages.add("shared", time.perf_counter() - t0)
+            await self.retry("redis", what, lambda: shared.prefetch(records, watermark_ms), "shared")
 
     async def tick(self, idle_advance_ms: int = 0) -> None:
         """Deadline scoring: called by a timer; moves event time on when the input is idle."""

@@ -10,6 +10,8 @@ way for every pipeline. Each counts the input records it has processed in a shar
   topic partition count, which Faust requires to match the input topics).
 * ``quix``  — the same naive workload (decode, keyed stateful count, produce) in Quix Streams, with the
   consumer's fetch wait set to 5 ms like the floor's (the broker only answers a fetch when the wait expires).
+* ``pathway`` — the same workload in Pathway (a Rust dataflow engine behind a Python API, librdkafka
+  underneath), 5 ms minibatches and fetch wait; a benchmark-only dependency (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pipeline.contracts import events as c
 FLOOR_GROUP = "floor"
 NAIVE_APP = "naive-faust"
 QUIX_GROUP = "quix"
+PATHWAY_GROUP = "pathway"
 
 
 # ---------------------------------------------------------------------------------------------- floor
@@ -201,3 +204,56 @@ def quix_entry(kafka: str, state_dir: str, count: Any) -> None:
         sdf = app.dataframe(app.topic(name, value_deserializer="json"))
         sdf.update(count_only, stateful=True)
     app.run()
+
+
+# ---------------------------------------------------------------------------------------------- Pathway
+def pathway_entry(kafka: str, count: Any) -> None:
+    """Decode, keyed count, produce — the naive workload in Pathway (a Rust dataflow engine, librdkafka).
+
+    One reader per input topic (JSON decoded by the engine into two columns), a count per conveyance, and
+    for each declaration one record with the conveyance's count as of its arrival (``asof_now_join``: a
+    declaration is answered once, not again each time its count changes). Minibatches close every 5 ms,
+    like the others' fetch wait. The processed count comes from a one-row total the engine updates per
+    minibatch. One engine thread (``PATHWAY_THREADS`` unset), like the one-process peers.
+    """
+    import pathway as pw
+
+    class Event(pw.Schema):
+        conveyance_id: str
+        decl_id: str | None = pw.column_definition(default_value=None)
+
+    def source(topic: str) -> Any:
+        settings = {
+            "bootstrap.servers": kafka,
+            "group.id": f"{PATHWAY_GROUP}-{topic}",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": "5",
+        }
+        return pw.io.kafka.read(
+            settings,
+            topic=topic,
+            schema=Event,
+            format="json",
+            with_metadata=True,
+            autocommit_duration_ms=5,
+            name=topic,
+        )
+
+    events = pw.Table.concat_reindex(*(source(t) for t in c.INPUT_TOPICS))
+    seen = events.groupby(events.conveyance_id).reduce(events.conveyance_id, seen=pw.reducers.count())
+    decls = events.filter(events.decl_id.is_not_none())
+    out = decls.asof_now_join(seen, decls.conveyance_id == seen.conveyance_id).select(
+        command_id=pw.apply(lambda d: "cmd-" + d, pw.left.decl_id),
+        decl_id=pw.left.decl_id,
+        seen=pw.right.seen,
+        trigger=pw.apply(lambda m: {"produced_ms": m["timestamp_millis"].as_int()}, pw.left._metadata),
+    )
+    pw.io.kafka.write(out, {"bootstrap.servers": kafka, "linger.ms": "1"}, c.DISPATCH_COMMANDS, format="json")
+    total = events.reduce(n=pw.reducers.count())
+
+    def on_change(key: Any, row: dict[str, Any], time: int, is_addition: bool) -> None:
+        if is_addition:
+            count.value = int(row["n"])
+
+    pw.io.subscribe(total, on_change=on_change)
+    pw.run(monitoring_level=pw.MonitoringLevel.NONE)

@@ -57,12 +57,13 @@ def test_stage_histograms_are_exported_and_count_the_events_that_flowed(
         stack.send(c.LOGISTICS, weighbridge(uid, f"OTHER{i}", measured_kg=30_000))
     deadline = time.monotonic() + 30
     seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    events = 0.0
     while time.monotonic() < deadline:
         seen = _scrape(port)
-        if seen.get(("bukong_worker_latency_seconds_count", ()), 0) >= 1:
+        events = sum(v for (name, _), v in seen.items() if name == "bukong_events_in_total")
+        if seen.get(("bukong_worker_latency_seconds_count", ()), 0) >= 1 and events >= 7:
             break
         time.sleep(0.3)
-    events = sum(v for (name, _), v in seen.items() if name == "bukong_events_in_total")
     assert events >= 7
     for stage in STAGES:
         key = (("stage", stage),)
