@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from features.schema import FACT_TYPES
+from pipeline.contracts.settings import DEFAULT_RULE_PACK
 from rules.cel import CelError, Refused, bad_text, compile_cel, tokenize
 from rules.check import compile_reference, scan_expression
 from rules.pack import PackError, PackIssue, Rule, RulePack, load_pack
@@ -220,4 +221,4 @@ class CompiledPack:
 
 
 def load_default_pack(path: str | Path | None = None) -> CompiledPack:
-    return CompiledPack.compile(load_pack(path or PACKS / "starter.yaml"))
+    return CompiledPack.compile(load_pack(path or DEFAULT_RULE_PACK))

@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts.settings import Settings
+from pipeline.contracts.settings import DEFAULT_RULE_PACK, Settings
 from rules.pack import PackError, PackIssue, RulePack, load_pack, pack_to_bytes
 
-DEFAULT_PACK: Path = Settings.model_fields["rule_pack"].default  # the start-up pack
+DEFAULT_PACK = DEFAULT_RULE_PACK
 PACK_KEY = b"pack"
 
 

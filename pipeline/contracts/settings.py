@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_PREFIX = "BUKONG_"
+DEFAULT_RULE_PACK = REPO_ROOT / "rules" / "packs" / "starter.yaml"  # the start-up pack
 
 
 class Settings(BaseSettings):
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
     analyst_token: SecretStr = SecretStr("")
     operator_token: SecretStr = SecretStr("")
     data_dir: Path = REPO_ROOT / "var"
-    rule_pack: Path = REPO_ROOT / "rules" / "packs" / "starter.yaml"
+    rule_pack: Path = DEFAULT_RULE_PACK
     live_stream_maxlen: int = 10_000  # bounded Redis stream of hits for the live view
     dedupe_ttl_s: int = 7 * 24 * 3600  # a decision can be redelivered for a week and still not double
     producer_acks: str = "1"  # "all" with idempotence on a replicated cluster (docker/)
