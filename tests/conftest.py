@@ -107,7 +107,7 @@ def start_worker(
     extra_env: dict[str, str] | None = None,
     index: int = 0,
 ) -> subprocess.Popen[bytes]:
-    from pipeline.apps.demo import spawn_worker
+    from pipeline.io.harness import spawn_worker
 
     env = {"BUKONG_APP_ID": app_id, "BUKONG_PARTITIONS": str(PARTITIONS), **(extra_env or {})}
     proc = spawn_worker(srv.kafka, srv.redis_url, index, log_dir, extra_env=env)
@@ -115,7 +115,7 @@ def start_worker(
 
 
 def wait_ready(srv: Servers, n_workers: int = 1) -> None:
-    from pipeline.apps.demo import wait_workers_ready
+    from pipeline.io.harness import wait_workers_ready
 
     wait_workers_ready(srv.redis_url, n_workers, len(c.INPUT_TOPICS), PARTITIONS, timeout_s=60)
 

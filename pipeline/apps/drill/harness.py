@@ -180,7 +180,7 @@ class Stack:
 
     # ------------------------------------------------------------------------------------------- worker
     def start_worker(self) -> None:
-        from pipeline.apps.demo import spawn_worker
+        from pipeline.io.harness import spawn_worker
 
         with contextlib.suppress(Exception):
             self.redis().delete(READY_KEY)
