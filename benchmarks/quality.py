@@ -1,25 +1,29 @@
-"""Quality benchmark: which selection strategy finds the most fraud at a 5% inspection budget?
+"""Quality benchmark: which selection strategy finds the most fraud at an inspection budget?
 
-Runs one recorded scenario through the pure core, each strategy with its own model and its own labels (a
-label exists only for what that strategy inspected and arrives after its delay), and compares in the same run:
+Replays a scenario through the pure core, each strategy with its own model and its own labels (a label exists
+only for what that strategy inspected, after the scenario's inspection delay), and compares in the same run:
 
-- ``random``  : 5% of declarations picked uniformly (the floor);
-- ``rules``   : rule hits ranked by severity under the budget controller, no model, no random share;
-- ``model``   : the online river model under the budget controller (+ random share), no rules;
-- ``hybrid``  : rules + model + random share: the production policy (docs/policy.md);
-- ``batch``   : sklearn HistGradientBoostingClassifier retrained every simulated day on its labels so far,
-                ranked under the same controller (+ random share), no rules.
+- ``random``      : the expectation over >= 200 uniform draws of the budget share of each site and day, with
+                    its spread (2.5th-97.5th percentile): the floor, not one lucky or unlucky draw;
+- ``rules``       : rule hits ranked by severity under the budget controller, no model, no random share;
+- ``model``       : the online river model under the budget controller (+ random share), no rules;
+- ``batch``       : sklearn HistGradientBoosting retrained every simulated day on its labels, no rules;
+- ``batch_rules`` : the same boosting with the same rules and policy as the hybrid (the fair peer);
+- ``hybrid``      : rules + online model + policy: the production decision (docs/policy.md).
 
-Reports precision (hit rate of inspections), fraud-value recall, and detection per typology per day (PNG in
-benchmarks/results/). The last line of stdout is JSON: ``{strategy: {precision, value_recall, ...}, ...}``.
+Each over ``--seeds`` worlds (the scenario's seed, then the next ones): mean and 95% interval.
+Precision counts site inspections (physical, documentary, intercept); post-clearance audits, which use no
+site capacity, are reported apart. The largest deviation of a site's daily inspected share from the budget
+is reported per strategy. Curves of precision and value recall against the budget (``--budgets``, default
+1, 2, 5, 10%) go to a PNG in benchmarks/results/; the last line of stdout is a JSON summary.
 
     .venv/bin/python -m benchmarks.quality --scenario baseline
-    .venv/bin/python -m benchmarks.quality --scenario drift
+    .venv/bin/python -m benchmarks.quality --scenario all --seeds 5 --budgets 0.05
     .venv/bin/python -m benchmarks.quality --smoke
 
 Source of the stream: the simulator + feature engine + rule pack (pipeline/apps/sim, features/engine.py,
-rules/engine.py) when they are importable, else (or with ``--world synthetic``) the small synthetic facts
-world in benchmarks/quality_world.py, which draws facts, rule hits and ground truth directly.
+rules/engine.py), or with ``--world synthetic`` the small synthetic facts world in
+benchmarks/quality_world.py, which draws facts, rule hits and ground truth directly.
 """
 
 from __future__ import annotations
@@ -36,38 +40,16 @@ from typing import Any
 
 from tqdm import tqdm
 
+from benchmarks.quality_common import DAY_MS, NEW_TYPOLOGY, TARGET, Item, World
 from pipeline.core.decision.budget import BudgetConfig
 from pipeline.core.decision.encode import encode
 from pipeline.core.decision.snapshots import SnapshotStore
 from pipeline.core.model import RiskModel
-from pipeline.core.policy import INSPECTION_LANES, DecisionPolicy, PolicyConfig, importance_weight, uniform
+from pipeline.core.policy import INSPECTION_LANES, DecisionPolicy, PolicyConfig, importance_weight
 
-DAY_MS = 86_400_000
+__all__ = ["DAY_MS", "NEW_TYPOLOGY", "TARGET", "Item", "World"]
 RESULTS = Path(__file__).parent / "results"
-TARGET = 0.05
-
-
-@dataclass(slots=True)
-class Item:
-    """One decided declaration with what the benchmark knows and the core must not see."""
-
-    ts_ms: int
-    decl: dict[str, Any]
-    facts: dict[str, Any]
-    hits: list[Any]
-    violation: bool
-    fraud_value: float
-    typology: str  # "" when clean
-    label_delay_ms: int
-
-
-@dataclass
-class World:
-    items: list[Item]
-    start_ms: int
-    drift_day: int | None
-    new_typology: str | None
-    oracle_factory: Callable[[], Any] | None  # InspectionOracle per strategy; None: labels are the truth
+AUDIT = "post_clearance_audit"
 
 
 @dataclass
@@ -78,17 +60,30 @@ class Tally:
     per_day: dict[tuple[int, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     # selection (hard_rule, rule, model, random) -> [inspections, found]: where the precision comes from
     by_selection: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    # (site, day) -> [declarations, site inspections]: the budget per site and day
+    site_day: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    audits: list[float] = field(default_factory=lambda: [0, 0, 0.0])  # post-clearance: [n, found, value]
 
 
 class Strategy:
-    def __init__(self, name: str, use_rules: bool, use_model: bool, random_share: float, seed: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        use_rules: bool,
+        use_model: bool,
+        random_share: float,
+        seed: int,
+        target: float = TARGET,
+        policy: PolicyConfig | None = None,
+    ) -> None:
         self.name = name
         self.oracle: Any = None
         self.open: dict[str, tuple[int, str, str]] = {}  # decl_id -> (day, typology, selection) awaiting
         self.use_rules = use_rules
         self.model = RiskModel(seed=seed) if use_model else None
-        budget = BudgetConfig(target_share=TARGET, model_share=TARGET * (1 - random_share))
-        self.policy = DecisionPolicy(PolicyConfig(budget=budget, random_share=random_share), {})
+        budget = BudgetConfig(target_share=target, model_share=target * (1 - random_share))
+        cfg = policy or PolicyConfig()
+        self.policy = DecisionPolicy(_with(cfg, budget=budget, random_share=random_share), {})
         self.snaps = SnapshotStore(max_items=100_000, ttl_ms=3 * DAY_MS)
         self.pending: list[tuple[int, str, bool]] = []
         self.tally = Tally()
@@ -118,18 +113,27 @@ class Strategy:
             w = importance_weight(meta["selection"], meta["selection_prob"])
             if self.model.learn(facts, label, w, ts_ms) is not None:
                 self.drift_events.append(ts_ms)
+        self.policy.on_result(meta, label)
 
     def on_result(self, res: dict[str, Any], learn: bool) -> None:
         day, typology, selection = self.open.pop(res["decl_id"], (0, "", ""))
         snap = self.snaps.pop(res["decl_id"], res["ts_ms"])
         found = res["outcome"] == "violation"
-        if found:
-            self.tally.found += 1
-            self.tally.found_value += float(res.get("found_value_cny", 0.0))
-            self.tally.per_day[(day, typology)][0] += 1
-            self.tally.by_selection[selection][1] += 1
+        self._count(day, typology, selection, found, float(res.get("found_value_cny", 0.0)))
         if learn and snap is not None:
             self.on_label(snap.facts, found, snap.meta, res["ts_ms"])
+
+    def _count(self, day: int, typology: str, selection: str, found: bool, value: float) -> None:
+        t = self.tally
+        if selection == AUDIT:
+            t.audits[1] += found
+            t.audits[2] += value if found else 0.0
+            return
+        if found:
+            t.found += 1
+            t.found_value += value
+            t.per_day[(day, typology)][0] += 1
+            t.by_selection[selection][1] += 1
 
     def finish(self) -> None:
         """Count the results still in flight at the end of the stream (found, not learned)."""
@@ -141,16 +145,27 @@ class Strategy:
         self.learn_due(item.ts_ms)
         lane, selection, prob = self.select(item, score)
         t = self.tally
+        site_day = t.site_day[(str(item.decl.get("port", "")), day)]
+        site_day[0] += 1
         if item.typology:
             t.per_day[(day, item.typology)][1] += 1
-        if lane not in INSPECTION_LANES:
+        if lane == AUDIT:
+            t.audits[0] += 1
+            selection_key = AUDIT
+        elif lane in INSPECTION_LANES:
+            t.inspections += 1
+            t.by_selection[selection][0] += 1
+            site_day[1] += 1
+            selection_key = selection
+        else:
             return
-        t.inspections += 1
-        t.by_selection[selection][0] += 1
         decl_id = item.decl["decl_id"]
+        hits = item.hits if self.use_rules else []
+        meta = {"selection": selection, "selection_prob": prob}
+        meta["grade_keys"] = self.policy.grade_keys(item.decl, item.facts, hits)
+        self.snaps.put(decl_id, item.facts, item.ts_ms, **meta)
         if self.oracle is not None:
-            self.snaps.put(decl_id, item.facts, item.ts_ms, selection=selection, selection_prob=prob)
-            self.open[decl_id] = (day, item.typology, selection)
+            self.open[decl_id] = (day, item.typology, selection_key)
             cmd = {
                 "command_id": f"cmd-{decl_id}",
                 "decl_id": decl_id,
@@ -159,27 +174,30 @@ class Strategy:
             }
             self.oracle.on_command(cmd, item.ts_ms)
             return
-        if item.violation:
-            t.found += 1
-            t.found_value += item.fraud_value
-            t.per_day[(day, item.typology)][0] += 1
-            t.by_selection[selection][1] += 1
-        decl_id = item.decl["decl_id"]
-        self.snaps.put(decl_id, item.facts, item.ts_ms, selection=selection, selection_prob=prob)
+        self._count(day, item.typology, selection_key, item.violation, item.fraud_value)
         heapq.heappush(self.pending, (item.ts_ms + item.label_delay_ms, decl_id, item.violation))
 
 
-class RandomStrategy(Strategy):
-    def select(self, item: Item, score: float) -> tuple[str, str, float]:
-        picked = uniform(item.decl["decl_id"], "bench-random") < TARGET
-        return ("physical_inspection" if picked else "release"), "random", TARGET
+def _with(cfg: PolicyConfig, **changes: Any) -> PolicyConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)
 
 
 class BatchStrategy(Strategy):
-    """HistGradientBoosting retrained at each simulated day boundary on all its labels so far."""
+    """HistGradientBoosting retrained at each simulated day boundary on all its labels so far; with
+    ``use_rules`` it decides through the same rules and policy as the hybrid (the fair peer)."""
 
-    def __init__(self, name: str, random_share: float, seed: int) -> None:
-        super().__init__(name, use_rules=False, use_model=False, random_share=random_share, seed=seed)
+    def __init__(
+        self,
+        name: str,
+        random_share: float,
+        seed: int,
+        target: float = TARGET,
+        use_rules: bool = False,
+        policy: PolicyConfig | None = None,
+    ) -> None:
+        super().__init__(name, use_rules, False, random_share, seed, target, policy)
         self.rows: list[tuple[dict[str, float], bool, float]] = []
         self.keys: dict[str, int] = {}
         self.clf: Any = None
@@ -187,6 +205,7 @@ class BatchStrategy(Strategy):
 
     def on_label(self, facts: dict[str, Any], label: bool, meta: dict[str, Any], ts_ms: int) -> None:
         self.rows.append((encode(facts), label, importance_weight(meta["selection"], meta["selection_prob"])))
+        self.policy.on_result(meta, label)
 
     def retrain(self) -> None:
         import numpy as np
@@ -222,13 +241,17 @@ class BatchStrategy(Strategy):
         return list(self.clf.predict_proba(self._matrix([encode(it.facts) for it in items]))[:, 1])
 
 
-def make_strategies(seed: int) -> list[Strategy]:
+STRATEGIES = ("rules", "model", "batch", "batch_rules", "hybrid")
+
+
+def make_strategies(seed: int, target: float = TARGET, policy: PolicyConfig | None = None) -> list[Strategy]:
+    """Every strategy but random (an expectation, see quality_report.random_expectation)."""
     return [
-        RandomStrategy("random", False, False, 0.0, seed),
-        Strategy("rules", use_rules=True, use_model=False, random_share=0.0, seed=seed),
-        Strategy("model", use_rules=False, use_model=True, random_share=0.1, seed=seed),
-        Strategy("hybrid", use_rules=True, use_model=True, random_share=0.1, seed=seed),
-        BatchStrategy("batch", random_share=0.1, seed=seed),
+        Strategy("rules", True, False, 0.0, seed, target, policy),
+        Strategy("model", False, True, 0.1, seed, target, policy),
+        BatchStrategy("batch", 0.1, seed, target, policy=policy),
+        BatchStrategy("batch_rules", 0.1, seed, target, use_rules=True, policy=policy),
+        Strategy("hybrid", True, True, 0.1, seed, target, policy),
     ]
 
 
@@ -246,16 +269,17 @@ def by_day(items: Iterable[Item], start_ms: int) -> Iterable[tuple[int, list[Ite
 
 
 def run(
-    items: Iterable[Item],
+    items: Sequence[Item],
     start_ms: int,
     seed: int,
-    total: int | None = None,
     oracle_factory: Callable[[], Any] | None = None,
+    target: float = TARGET,
+    policy: PolicyConfig | None = None,
+    bar: Any = None,
 ) -> list[Strategy]:
-    strategies = make_strategies(seed)
+    strategies = make_strategies(seed, target, policy)
     for s in strategies:
         s.oracle = oracle_factory() if oracle_factory is not None else None
-    bar = tqdm(total=total, desc="quality", unit="decl", file=sys.stderr, mininterval=1.0)
     for day, bucket in by_day(items, start_ms):
         for s in strategies:
             if isinstance(s, BatchStrategy):
@@ -267,194 +291,141 @@ def run(
             else:
                 for it in bucket:
                     s.step(it, s.score(it), day)
-        bar.update(len(bucket))
-    bar.close()
+            if bar is not None:
+                bar.update(len(bucket))
     for s in strategies:
         s.finish()
     return strategies
 
 
-def summarize(
-    strategies: Sequence[Strategy], items_value: float, drift_day: int | None, new_typology: str | None = None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for s in strategies:
-        t = s.tally
-        row: dict[str, Any] = {
-            "precision": round(t.found / t.inspections, 4) if t.inspections else 0.0,
-            "value_recall": round(t.found_value / items_value, 4) if items_value else 0.0,
-            "inspections": t.inspections,
-            "found": t.found,
-            "by_selection": {
-                sel: {"inspections": n, "precision": round(f / n, 3) if n else 0.0}
-                for sel, (n, f) in sorted(t.by_selection.items())
-            },
-        }
-        if drift_day is not None and new_typology is not None:
-            row["new_typology"] = new_typology
-            row["new_typology_detection_drift_day"] = _detection(t, drift_day, new_typology)
-            row["new_typology_detection_day_after_drift"] = _detection(t, drift_day + 1, new_typology)
-            row["drift_events"] = len(s.drift_events)
-        out[s.name] = row
-    return out
-
-
-def _detection(t: Tally, day: int, typology: str) -> float | None:
-    found, occurred = t.per_day.get((day, typology), [0, 0])
-    return round(found / occurred, 3) if occurred else None
-
-
-NEW_TYPOLOGY = "self_drive_shuttle"
-
-
-def plot(strategies: Sequence[Strategy], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    typologies = sorted({typ for s in strategies for (_, typ) in s.tally.per_day})
-    fig, axes = plt.subplots(1, len(typologies), figsize=(3.2 * len(typologies), 3.2), squeeze=False)
-    for ax, typ in zip(axes[0], typologies, strict=True):
-        for s in strategies:
-            days = sorted(d for (d, ty) in s.tally.per_day if ty == typ)
-            ax.plot(days, [_detection(s.tally, d, typ) or 0.0 for d in days], marker="o", label=s.name)
-        ax.set_title(typ, fontsize=9)
-        ax.set_xlabel("day")
-        ax.set_ylim(0, 1.05)
-    axes[0][0].set_ylabel("share detected")
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def cost_table(items: Sequence[Item], n: int = 2000) -> dict[str, dict[str, float]]:
-    """Microseconds per score and per learn of the candidate learners on the same facts, and the ratio of
-    each to the bare river logistic regression on already-encoded dicts, measured in the same run. Rows not
-    named "preencoded" include turning the raw facts into their input."""
-    import time
-
-    from river import compose, preprocessing, tree
-    from river import linear_model as lm
-
-    sample = items[:n]
-    xs = [encode(it.facts) for it in sample]
-    ys = [it.violation for it in sample]
-    cats = ["credit_grade", "mode", "port", "hs4", "origin", "grade"]
-    raw = [
-        {**dict.fromkeys(cats, ""), **{k: v for k, v in it.facts.items() if isinstance(v, int | float | str)}}
-        for it in sample
-    ]
-    candidates: dict[str, tuple[Any, Any]] = {
-        "river_logreg_preencoded": (lm.LogisticRegression(), xs),
-        "bukong_risk_model": (None, None),
-        "river_onehot_scaler_logreg": (
-            (
-                (compose.Select(*cats) | preprocessing.OneHotEncoder())
-                + (compose.SelectType(int, float) | preprocessing.StandardScaler())
-            )
-            | lm.LogisticRegression(),
-            raw,
-        ),
-        "river_hat_preencoded": (tree.HoeffdingAdaptiveTreeClassifier(seed=1), xs),
-    }
-    out: dict[str, dict[str, float]] = {}
-    for name, (model, data) in candidates.items():
-        if name == "bukong_risk_model":
-            rm = RiskModel()
-            facts = [it.facts for it in sample]
-            t0 = time.perf_counter()
-            for f, y in zip(facts, ys, strict=True):
-                rm.learn(f, y)
-            t1 = time.perf_counter()
-            for f in facts:
-                rm.score(f)
-            t2 = time.perf_counter()
-        else:
-            t0 = time.perf_counter()
-            for x, y in zip(data, ys, strict=True):
-                model.learn_one(x, y)
-            t1 = time.perf_counter()
-            for x in data:
-                model.predict_proba_one(x)
-            t2 = time.perf_counter()
-        out[name] = {"learn_us": (t1 - t0) / n * 1e6, "score_us": (t2 - t1) / n * 1e6}
-    base = out["river_logreg_preencoded"]
-    for row in out.values():
-        row["score_ratio"] = row["score_us"] / base["score_us"]
-        row["learn_ratio"] = row["learn_us"] / base["learn_us"]
-    return out
-
-
-def load_world(scenario: str, world: str, days: int, seed: int) -> World:
+def load_world(scenario: str, world: str, days: int, seed: int | None) -> World:
     if world == "sim":
         from benchmarks.quality_sim import sim_items  # the simulator + features + rules path
 
         return sim_items(scenario, days, seed)
     from benchmarks.quality_world import synthetic_items
 
-    return synthetic_items(scenario, days, seed)
+    return synthetic_items(scenario, days, seed if seed is not None else 1)
+
+
+def _policy(name: str) -> PolicyConfig:
+    """The decision design under test: ``today`` (the shipped defaults) or ``graded`` (docs/policy.md)."""
+    if name == "today":
+        return PolicyConfig()
+    from pipeline.core.policy import graded_policy
+
+    return graded_policy()
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--scenario", default="baseline", help="baseline | drift | border-surge | FILE | all")
+    ap.add_argument("--world", choices=("sim", "synthetic"), default="sim")
+    ap.add_argument("--days", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5, help="worlds: the scenario's seed and the next ones")
+    ap.add_argument("--seed", type=int, default=None, help="first seed (default: the scenario's)")
+    ap.add_argument("--budgets", default="0.01,0.02,0.05,0.10", help="inspection budgets for the curves")
+    ap.add_argument("--draws", type=int, default=200, help="random draws for the random expectation")
+    ap.add_argument("--policy", choices=("today", "graded"), default="today")
+    ap.add_argument("--smoke", action="store_true", help="seconds: one seed, a small stream, no plot")
+    ap.add_argument("--cost", action="store_true", help="also time the candidate learners (us per call)")
+    return ap.parse_args(argv)
+
+
+def _scenarios(arg: str, world: str) -> list[str]:
+    if arg != "all":
+        return [arg]
+    if world == "synthetic":
+        return ["baseline", "drift"]
+    from pipeline.apps.sim.scenario import SCENARIO_DIR
+
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def evaluate(
+    args: argparse.Namespace, name: str, budgets: list[float], bar: Any, out: Callable[[str], None]
+) -> dict[str, Any]:
+    """Every strategy over every seed and budget of one scenario: figures at the main budget, curves."""
+    from benchmarks import quality_report as rep
+
+    runs: dict[float, list[dict[str, dict[str, Any]]]] = {b: [] for b in budgets}
+    main_budget, world_seed = TARGET, args.seed
+    for k in range(args.seeds):
+        seed = None if world_seed is None and k == 0 else (world_seed or 0) + k
+        w = load_world(name, args.world, 1 if args.smoke else args.days, seed)
+        if world_seed is None:
+            world_seed = w.seed
+        items = w.items[:6000] if args.smoke else w.items
+        main_budget = w.budget if w.budget in budgets else budgets[len(budgets) // 2]
+        if args.cost and k == 0:
+            from benchmarks.quality_cost import cost_table
+
+            for learner, r in cost_table(items).items():
+                out(f"cost {learner:30s} score {r['score_us']:6.1f} us  learn {r['learn_us']:6.1f} us")
+        bar.total = (bar.total or 0) + len(items) * len(STRATEGIES) * len(budgets)
+        value = sum(it.fraud_value for it in items if it.violation)
+        for b in budgets:
+            strategies = run(items, w.start_ms, w.seed, w.oracle_factory, b, _policy(args.policy), bar)
+            rows = {"random": rep.random_expectation(w, items, b, args.draws)}
+            rows.update({s.name: rep.row(s, value, b, w) for s in strategies})
+            runs[b].append(rows)
+    curves = {b: rep.aggregate(r) for b, r in runs.items()}
+    result = {"budget": main_budget, "seeds": args.seeds, "days": 1 if args.smoke else args.days}
+    result.update(curves[main_budget])
+    result["curves"] = {
+        str(b): {
+            s: {k: v["mean"] for k, v in row.items() if k in ("precision", "value_recall")}
+            for s, row in c.items()
+        }
+        for b, c in curves.items()
+    }
+    if not args.smoke and len(budgets) > 1:
+        suffix = "" if args.policy == "today" else f"_{args.policy}"
+        png = RESULTS / f"quality_{args.world}_{Path(name).stem}{suffix}.png"
+        rep.plot_curves(curves, png, f"{Path(name).stem}: mean over {args.seeds} seeds, 95% interval")
+        out(f"plot: {png}")
+    return result
+
+
+def _print(name: str, r: dict[str, Any], out: Callable[[str], None]) -> None:
+    out(
+        f"scenario {name}: budget {r['budget']:.0%}, {r['seeds']} seeds x {r['days']} days "
+        "(mean [95% interval])"
+    )
+    for s in ("random", *STRATEGIES):
+        row = r[s]
+        p, v = row["precision"], row["value_recall"]
+        line = f"  {s:12s} precision {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
+        line += f"  value recall {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+        if "max_site_day_deviation_points" in row:
+            line += f"  worst site-day {row['max_site_day_deviation_points']['worst']:+.1f} pt"
+        if "new_typology_day_after" in row:
+            line += f"  new typology day after {row['new_typology_day_after']['mean']:.2f}"
+        out(line)
+    for k, v in r["hybrid"]["ratios"].items():
+        out(f"  {k:28s} {v['mean']:.2f}x [{v['lo']:.2f}, {v['hi']:.2f}]")
 
 
 def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenario", default="baseline", help="baseline | drift | a scenario file")
-    ap.add_argument("--world", choices=("auto", "sim", "synthetic"), default="auto")
-    ap.add_argument("--days", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--smoke", action="store_true", help="a few seconds: small stream, no plot")
-    ap.add_argument("--cost", action="store_true", help="also time the candidate learners (us per call)")
-    args = ap.parse_args(argv)
-    world = args.world
-    if world == "auto":
-        try:
-            import benchmarks.quality_sim  # noqa: F401
-
-            world = "sim"
-        except ImportError:
-            world = "synthetic"
-    days = 2 if args.smoke else args.days
-    w = load_world(args.scenario, world, days, args.seed)
-    items = w.items[:6000] if args.smoke else w.items
-    if args.cost:
-        for name, row in cost_table(items).items():
-            out(
-                f"cost {name:30s} score {row['score_us']:6.1f} us ({row['score_ratio']:.1f}x)  "
-                f"learn {row['learn_us']:6.1f} us ({row['learn_ratio']:.1f}x)"
-            )
-    strategies = run(items, w.start_ms, args.seed, total=len(items), oracle_factory=w.oracle_factory)
-    total_value = sum(it.fraud_value for it in items if it.violation)
-    result = summarize(strategies, total_value, w.drift_day, w.new_typology)
-    if world == "sim":
-        from benchmarks import quality_sim
-
-        out(f"facts: {quality_sim.FEATURES}")
-    name = Path(args.scenario).stem
-    for s, row in result.items():
-        out(
-            f"{s:8s} precision {row['precision']:.3f}  value_recall {row['value_recall']:.3f}  "
-            f"inspections {row['inspections']}  by selection: "
-            + ", ".join(
-                f"{k} {v['inspections']} @ {v['precision']:.2f}" for k, v in row["by_selection"].items()
-            )
-        )
-    rnd = result["random"]["precision"] or 1e-9
-    out(
-        f"hybrid/random precision {result['hybrid']['precision'] / rnd:.1f}x; "
-        f"hybrid/batch {result['hybrid']['precision'] / (result['batch']['precision'] or 1e-9):.2f}x "
-        f"({world} world, scenario {name}, {len(items)} declarations)"
-    )
-    if not args.smoke:
-        png = RESULTS / f"quality_{world}_{name}.png"
-        plot(strategies, png, f"detection per typology per day — {name} ({world})")
-        record = json.dumps({"world": world, **result}, indent=1)
-        (RESULTS / f"quality_{world}_{name}.json").write_text(record)
-        out(f"plot: {png}")
-    out(json.dumps(result))
-    return result
+    args = _parse(argv)
+    if args.smoke:
+        args.seeds, args.draws = min(args.seeds, 2), min(args.draws, 200)
+    budgets = sorted(float(x) for x in args.budgets.split(","))
+    if args.smoke:
+        budgets = [TARGET]
+    summary: dict[str, Any] = {}
+    bar = tqdm(total=0, desc="quality", unit="decision", file=sys.stderr, mininterval=1.0)
+    for name in _scenarios(args.scenario, args.world):
+        summary[Path(name).stem] = evaluate(args, name, budgets, bar, out)
+    bar.close()
+    for name, r in summary.items():
+        _print(name, r, out)
+        if not args.smoke:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            suffix = "" if args.policy == "today" else f"_{args.policy}"
+            (RESULTS / f"quality_{args.world}_{name}{suffix}.json").write_text(json.dumps(r, indent=1))
+    out(json.dumps(summary))
+    return summary
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.quality import DAY_MS, Item, World
+from benchmarks.quality_common import DAY_MS, Item, World
 from features.watchlist import Watchlists
 from pipeline.apps.sim.oracle import InspectionOracle
 from pipeline.apps.sim.scenario import load_scenario
@@ -22,21 +22,30 @@ from rules.engine import load_default_pack
 FEATURES = "features.engine + rules/packs/starter.yaml"
 
 
-def _pipeline(sim: Simulator) -> tuple[Any, Any, str]:
-    """The shipped feature engine and starter pack; the simulator's intelligence leads as live watchlists."""
+def _pipeline(sim: Simulator, split_threshold_cny: float) -> tuple[Any, Any, Watchlists]:
+    """The shipped feature engine (with the scenario's split threshold) and starter pack; the simulator's
+    intelligence leads as live watchlists (leads added mid-run join the watchlists at their time)."""
     w = Watchlists()
-    for lead in sim.intel:
-        w.add(lead["kind"], lead["id"], lead.get("source", "intel"), sim.start_ms + 365 * DAY_MS)
-    return build_joiner(watchlists=w), load_default_pack(), FEATURES
+    return build_joiner(watchlists=w, split_threshold_cny=split_threshold_cny), load_default_pack(), w
 
 
-def sim_items(scenario: str, days: int, seed: int) -> World:
+def sim_items(scenario: str, days: int, seed: int | None = None) -> World:
+    """The scenario's items over ``days``; ``seed`` None is the scenario's own seed."""
     sc = load_scenario(scenario)
     sim = Simulator(sc, seed=seed)
-    joiner, rules, how = _pipeline(sim)
-    global FEATURES
-    FEATURES = how
+    joiner, rules, watch = _pipeline(sim, sc.split_threshold_cny)
     items: list[Item] = []
+    n_leads = 0
+    pending: list[dict[str, Any]] = []
+
+    def leads_until(ts_ms: int) -> None:
+        nonlocal n_leads, pending
+        if len(sim.intel) > n_leads:
+            pending = sorted(pending + sim.intel[n_leads:], key=lambda x: x.get("ts_ms", 0))
+            n_leads = len(sim.intel)
+        while pending and pending[0].get("ts_ms", 0) <= ts_ms:
+            lead = pending.pop(0)
+            watch.add(lead["kind"], lead["id"], lead.get("source", "intel"), sim.start_ms + 365 * DAY_MS)
 
     def add(readies: list[Any]) -> None:
         for r in readies:
@@ -57,9 +66,11 @@ def sim_items(scenario: str, days: int, seed: int) -> World:
             )
 
     last = sim.start_ms
+    leads_until(sim.start_ms)
     for topic, _key, ev in sim.events(days * DAY_MS):
         if topic.startswith("bad:") or topic not in c.TOPIC_KIND:
             continue
+        leads_until(ev["ts_ms"])
         add(joiner.on_event(topic, ev))
         if ev["ts_ms"] - last > 60_000:
             last = ev["ts_ms"]
@@ -72,4 +83,12 @@ def sim_items(scenario: str, days: int, seed: int) -> World:
         for typ, share in ph.prevalence.items():
             if share > 0 and sc.prevalence.get(typ, 0.0) == 0.0 and new_typology is None:
                 drift_day, new_typology = int(ph.at_day), typ
-    return World(items, sim.start_ms, drift_day, new_typology, lambda: InspectionOracle(sim.truth_for, seed))
+    return World(
+        items,
+        sim.start_ms,
+        drift_day,
+        new_typology,
+        lambda: InspectionOracle(sim.truth_for, sim.seed, delay_min=sc.inspection_delay_min),
+        seed=sim.seed,
+        budget=sc.budget_share,
+    )

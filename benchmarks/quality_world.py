@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.quality import DAY_MS, NEW_TYPOLOGY, Item, World
+from benchmarks.quality_common import DAY_MS, NEW_TYPOLOGY, Item, World
 
 START_MS = 1_767_196_800_000  # 2026-01-01 00:00 UTC+8
 PER_DAY = 4000

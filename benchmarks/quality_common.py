@@ -1,0 +1,57 @@
+"""What the quality benchmark's worlds and strategies share: the item a strategy decides, the world that
+yields them, and small statistics. A module of its own so that benchmarks/quality.py, quality_sim.py and
+quality_world.py import it and not each other (no import cycle)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+DAY_MS = 86_400_000
+TARGET = 0.05
+NEW_TYPOLOGY = "self_drive_shuttle"
+# two-sided 95% Student t quantiles by degrees of freedom (1..30); above 30 the normal 1.96
+_T975: tuple[float, ...] = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16)
+_T975 += (2.14, 2.13, 2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05)
+_T975 += (2.05, 2.04)
+
+
+@dataclass(slots=True)
+class Item:
+    """One decided declaration with what the benchmark knows and the core must not see."""
+
+    ts_ms: int
+    decl: dict[str, Any]
+    facts: dict[str, Any]
+    hits: list[Any]
+    violation: bool
+    fraud_value: float
+    typology: str  # "" when clean
+    label_delay_ms: int
+
+
+@dataclass
+class World:
+    items: list[Item]
+    start_ms: int
+    drift_day: int | None
+    new_typology: str | None
+    oracle_factory: Callable[[], Any] | None  # InspectionOracle per strategy; None: labels are the truth
+    seed: int = 1
+    budget: float = TARGET
+
+
+def mean_ci(xs: Sequence[float]) -> dict[str, float]:
+    """Mean and 95% interval (Student t) of per-seed figures; one figure gives a zero-width interval."""
+    xs = [float(x) for x in xs]
+    if not xs:
+        return {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 0}
+    m = statistics.fmean(xs)
+    if len(xs) < 2:
+        return {"mean": round(m, 4), "lo": round(m, 4), "hi": round(m, 4), "n": 1}
+    t = _T975[len(xs) - 2] if len(xs) - 1 <= len(_T975) else 1.96
+    half = t * statistics.stdev(xs) / math.sqrt(len(xs))
+    return {"mean": round(m, 4), "lo": round(m - half, 4), "hi": round(m + half, 4), "n": len(xs)}

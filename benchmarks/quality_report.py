@@ -1,0 +1,154 @@
+"""The quality benchmark's figures: the random expectation, per-run rows, per-seed aggregation with 95%
+intervals, budget deviations, and the precision / value-recall curves against the budget (PNG)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.quality_common import DAY_MS, Item, World, mean_ci
+
+MIN_SITE_DAY = 50  # a site-day with fewer declarations is too small to judge its share
+
+
+def random_expectation(
+    world: World, items: Sequence[Item], target: float, draws: int = 200
+) -> dict[str, Any]:
+    """Uniform draws of ``target`` of each site's declarations each day (physical inspection, detected as
+    the oracle would): mean precision and value recall over ``draws`` draws, with their 2.5-97.5% spread."""
+    import numpy as np
+
+    found = np.zeros(len(items))
+    value = np.zeros(len(items))
+    oracle = world.oracle_factory() if world.oracle_factory is not None else None
+    index = {it.decl["decl_id"]: i for i, it in enumerate(items)}
+    for i, it in enumerate(items):
+        if not it.violation:
+            continue
+        if oracle is None:
+            found[i], value[i] = 1.0, it.fraud_value
+            continue
+        decl_id = it.decl["decl_id"]
+        cmd = {"command_id": f"rnd-{decl_id}", "decl_id": decl_id, "lane": "physical_inspection"}
+        oracle.on_command({**cmd, "decided_ts_ms": it.ts_ms}, it.ts_ms)
+    if oracle is not None:
+        for res in oracle.due(2**62):
+            i = index[res["decl_id"]]
+            found[i] = res["outcome"] == "violation"
+            value[i] = float(res.get("found_value_cny", 0.0))
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        groups[(str(it.decl.get("port", "")), (it.ts_ms - world.start_ms) // DAY_MS)].append(i)
+    total_value = sum(it.fraud_value for it in items if it.violation) or 1.0
+    rng = np.random.default_rng(world.seed)
+    precisions, recalls = [], []
+    for _ in range(draws):
+        picked: list[int] = []
+        for idx in groups.values():
+            k = int(np.floor(target * len(idx) + rng.random()))  # stochastic rounding keeps the share exact
+            picked.extend(rng.choice(idx, size=min(k, len(idx)), replace=False).tolist())
+        sel = np.array(picked, dtype=int)
+        precisions.append(float(found[sel].mean()) if len(sel) else 0.0)
+        recalls.append(float(value[sel].sum() / total_value))
+    p, r = np.array(precisions), np.array(recalls)
+    return {
+        "precision": round(float(p.mean()), 4),
+        "precision_p2_5": round(float(np.percentile(p, 2.5)), 4),
+        "precision_p97_5": round(float(np.percentile(p, 97.5)), 4),
+        "value_recall": round(float(r.mean()), 4),
+        "value_recall_p2_5": round(float(np.percentile(r, 2.5)), 4),
+        "value_recall_p97_5": round(float(np.percentile(r, 97.5)), 4),
+        "draws": draws,
+    }
+
+
+def _detection(per_day: dict[tuple[int, str], list[int]], day: int, typology: str) -> float | None:
+    found, occurred = per_day.get((day, typology), [0, 0])
+    return round(found / occurred, 3) if occurred else None
+
+
+def row(s: Any, items_value: float, target: float, world: World) -> dict[str, Any]:
+    """One strategy's figures in one run (one seed, one budget)."""
+    t = s.tally
+    worst, where = 0.0, ""
+    for (site, day), (n, k) in t.site_day.items():
+        if n >= MIN_SITE_DAY and abs(k / n - target) > abs(worst):
+            worst, where = k / n - target, f"{site} day {day}"
+    out: dict[str, Any] = {
+        "precision": round(t.found / t.inspections, 4) if t.inspections else 0.0,
+        "value_recall": round(t.found_value / items_value, 4) if items_value else 0.0,
+        "inspections": t.inspections,
+        "found": t.found,
+        "max_site_day_deviation_points": round(100 * worst, 2),
+        "max_site_day_deviation_at": where,
+        "audits": {
+            "n": int(t.audits[0]),
+            "found": int(t.audits[1]),
+            "value_recall": round(t.audits[2] / items_value, 4) if items_value else 0.0,
+        },
+        "by_selection": {
+            sel: {"inspections": n, "precision": round(f / n, 3) if n else 0.0}
+            for sel, (n, f) in sorted(t.by_selection.items())
+        },
+    }
+    if world.drift_day is not None and world.new_typology is not None:
+        out["new_typology"] = world.new_typology
+        out["new_typology_day_after"] = _detection(t.per_day, world.drift_day + 1, world.new_typology)
+    return out
+
+
+NUMBERS = ("precision", "value_recall", "max_site_day_deviation_points", "new_typology_day_after")
+
+
+def aggregate(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per strategy: mean and 95% interval over the runs (seeds) of each figure and of the hybrid's ratios."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in runs[0]:
+        agg: dict[str, Any] = {}
+        for key in NUMBERS:
+            xs = [r[name][key] for r in runs if r[name].get(key) is not None]
+            if xs:
+                agg[key] = mean_ci(xs)
+        if "max_site_day_deviation_points" in agg:
+            worst = max((r[name]["max_site_day_deviation_points"] for r in runs), key=abs)
+            agg["max_site_day_deviation_points"]["worst"] = worst
+        out[name] = agg
+    ratios: dict[str, Any] = {}
+    for peer in ("random", "rules", "batch_rules", "batch"):
+        if peer in runs[0] and "hybrid" in runs[0]:
+            xs = [r["hybrid"]["precision"] / r[peer]["precision"] for r in runs if r[peer]["precision"] > 0]
+            ratios[f"hybrid_over_{peer}"] = mean_ci(xs)
+    out["hybrid"]["ratios"] = ratios
+    return out
+
+
+def plot_curves(curves: dict[float, dict[str, dict[str, Any]]], path: Path, title: str) -> None:
+    """Precision and value recall (mean, 95% interval) against the budget, one line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = sorted(curves)
+    names = list(curves[budgets[0]])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("precision", "value_recall"), strict=True):
+        for name in names:
+            ys = [curves[b][name][key] for b in budgets]
+            xs = [100 * b for b in budgets]
+            ax.plot(xs, [y["mean"] for y in ys], marker="o", label=name)
+            ax.fill_between(xs, [y["lo"] for y in ys], [y["hi"] for y in ys], alpha=0.15)
+        ax.set_xlabel("inspection budget (% of declarations)")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.set_xscale("log")
+        ax.set_xticks([100 * b for b in budgets], [f"{100 * b:g}%" for b in budgets])
+        ax.set_ylim(0, 1.0)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
