@@ -212,6 +212,7 @@ class Engine:
                     rule_ids=command["rule_ids"],
                     port=decl["port"],
                     command_id=command["command_id"],
+                    grade_keys=self.policy.grade_keys(decl, facts, hits) if self.policy is not None else [],
                 )
         return Decision(decl, facts, lane, dispatch, command, hits, shadow, notification)
 
@@ -247,6 +248,8 @@ class Engine:
         label = ev["outcome"] == "violation"
         drift = None
         learned = False
+        if self.policy is not None and ev["outcome"] in ("violation", "clean"):
+            self.policy.on_result(meta, label)  # grades the rules, lead source and watched entities
         if self.model is not None and ev["outcome"] in ("violation", "clean"):
             from pipeline.core.policy import importance_weight
 

@@ -169,7 +169,8 @@ class DecisionPolicy:
 
     def on_result(self, meta: Mapping[str, Any], violation: bool) -> None:
         """An inspection result graded against the keys its decision recorded (``grade_keys``)."""
-        self.grades.add(meta.get("grade_keys") or meta.get("hits") or (), violation)
+        keys = meta.get("grade_keys") or [f"rule:{r}" for r in meta.get("rule_ids", ())]
+        self.grades.add(keys, violation)
 
     def _lead_demoted(self, decl: Mapping[str, Any], facts: Mapping[str, Any]) -> bool:
         cfg = self.config

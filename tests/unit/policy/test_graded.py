@@ -1,0 +1,79 @@
+"""Graded results: a lead that keeps coming back clean stops being hard (unless the risk centre says so), hard
+hits are held to the site's daily budget, rules and lead sources weigh what their results say; the default
+configuration decides exactly as before."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from pipeline.core.policy import DecisionPolicy, PolicyConfig, graded_policy
+from tests.unit.policy.test_policy import ROSTERS, T0, Hit, decl
+
+WATCH = Hit("watchlist_hit", lane="physical_inspection", severity="critical", action="hard")
+FACTS = {"watch_enterprise": True, "watch_source": "hotline", "enterprise_id": "E1"}
+
+
+def warm(policy: DecisionPolicy, n: int = 400) -> None:
+    rng = random.Random(3)
+    for i in range(n):
+        policy.decide(decl(i), {}, [], rng.random() ** 6, T0 + i * 1000)
+
+
+def watched(policy: DecisionPolicy, i: int, facts: dict[str, Any] = FACTS) -> Any:
+    d = {**decl(10_000 + i), "enterprise_id": "E1"}
+    return policy.decide(d, facts, [WATCH], 0.01, T0 + 500_000 + i * 1000)
+
+
+def test_a_lead_loses_its_hard_status_after_n_clean_inspections() -> None:
+    policy = DecisionPolicy(graded_policy(lead_clean_limit=3, hard_cap_points=None), ROSTERS)
+    warm(policy)
+    keys = policy.grade_keys({**decl(1), "enterprise_id": "E1"}, FACTS, [WATCH])
+    assert {"rule:watchlist_hit", "lead:hotline", "watch:enterprise:E1"} <= set(keys)
+    for i in range(3):
+        assert watched(policy, i).selection == "hard_rule"
+        policy.on_result({"grade_keys": keys}, False)
+    assert watched(policy, 3).selection != "hard_rule"
+    policy.on_result({"grade_keys": keys}, True)  # a violation restores the lead
+    assert watched(policy, 4).selection == "hard_rule"
+
+
+def test_the_risk_centre_override_is_never_demoted() -> None:
+    policy = DecisionPolicy(graded_policy(lead_clean_limit=1), ROSTERS)
+    warm(policy)
+    facts = {**FACTS, "watch_source": "risk-centre"}
+    keys = policy.grade_keys({**decl(1), "enterprise_id": "E1"}, facts, [WATCH])
+    for _ in range(5):
+        policy.on_result({"grade_keys": keys}, False)
+    assert watched(policy, 0, facts).selection == "hard_rule"
+
+
+def test_hard_hits_are_held_to_the_daily_budget_plus_the_cap() -> None:
+    policy = DecisionPolicy(graded_policy(lead_clean_limit=0, hard_cap_points=1.0), ROSTERS)
+    warm(policy)
+    picks = [watched(policy, i).selection for i in range(200)]  # every declaration on a hard watchlist
+    assert picks[0] == "hard_rule"
+    assert picks.count("hard_rule") < 40  # the site's share stops near 5% + 1 point of its day
+
+
+def test_graded_weights_follow_results() -> None:
+    policy = DecisionPolicy(graded_policy(), ROSTERS)
+    good, bad = Hit("good", severity="medium"), Hit("bad", severity="medium")
+    for _ in range(30):
+        policy.on_result({"grade_keys": ["rule:good"]}, True)
+        policy.on_result({"grade_keys": ["rule:bad"]}, False)
+    assert policy.hit_weight(good) > 0.6 > 0.15 > policy.hit_weight(bad)
+    state = policy.snapshot()
+    other = DecisionPolicy(graded_policy(), ROSTERS)
+    other.restore(state)
+    assert other.hit_weight(good) == policy.hit_weight(good)
+    assert policy.grades.stats("rule:")["good"]["hit_rate"] == 1.0
+
+
+def test_the_default_policy_ignores_results() -> None:
+    a, b = DecisionPolicy(PolicyConfig(), ROSTERS), DecisionPolicy(PolicyConfig(), ROSTERS)
+    for _ in range(10):
+        b.on_result({"grade_keys": ["rule:watchlist_hit", "lead:hotline", "watch:enterprise:E1"]}, False)
+    warm(a)
+    warm(b)
+    assert [watched(a, i).lane for i in range(50)] == [watched(b, i).lane for i in range(50)]
