@@ -15,9 +15,9 @@ partition. Each worker keeps them in its feature engine as before, and around ea
 Layout (``<ns>:g:`` prefix; every key expires ``ttl_s`` after its last write):
 
 =========================  =====  ===========================================================================
-``ent:<enterprise>``       zset   member ``[decl_id, value_cny, hs_code]``, score ts; the last 7 days + 10 min
+``ent:<enterprise>``       zset   member ``[ts, decl_id, value_cny, hs_code]``, score ts; 7 days + 10 min
 ``hsfirst:<enterprise>``   hash   HS code -> first ts; ``_since`` -> the enterprise's first ts (min, by Lua)
-``med:<hs>|<origin>``      zset   member ``[decl_id, unit_value]``, score ts; the latest ``2 x 101``
+``med:<hs>|<origin>``      zset   member ``[ts, decl_id, unit_value]``, score ts; the latest 101
 ``hist:<kind>:<id>``       hash   ``n`` inspections, ``v`` violations
 ``res:<decl_id>``          str    a result already counted (3 days): the dedupe of ``hist``
 =========================  =====  ===========================================================================
@@ -39,7 +39,7 @@ from features.history import KINDS, Result
 from features.valuation import Value
 
 HORIZON_MS = 7 * DAY + 10 * MIN  # enterprise velocity's longest window plus one bucket
-MEDIAN_KEEP = 2 * 101
+MEDIAN_KEEP = 101  # the median's window (FeatureConfig.hs_median_size)
 
 MIN_LUA = """
 for i = 1, #ARGV, 2 do
@@ -121,10 +121,10 @@ class SharedFacts:
         e, m, p = sorted(ents), sorted(meds), sorted(parties)
         pipe = self.redis.pipeline(transaction=False)
         for ent in e:
-            pipe.zrange(self._ent(ent), 0, -1, withscores=True)
+            pipe.zrange(self._ent(ent), 0, -1)
             pipe.hgetall(self._first(ent))
         for hs, origin in m:
-            pipe.zrange(self._med(hs, origin), -MEDIAN_KEEP, -1, withscores=True)
+            pipe.zrange(self._med(hs, origin), -MEDIAN_KEEP, -1)
         for kind, id_ in p:
             pipe.hmget(self._hist(kind, id_), "n", "v")
         res = await pipe.execute()
@@ -140,20 +140,15 @@ class SharedFacts:
             if not zs:
                 continue
             hs_first = {_s(k): int(v) for k, v in first.items()}
-            since = hs_first.pop("_since", int(zs[0][1]))
-            members = []
-            for raw, score in zs:
-                decl_id, value, hs = orjson.loads(raw)
-                members.append((ent, int(score), decl_id, float(value), hs))
+            rows = _rows(zs)
+            since = hs_first.pop("_since", rows[0][0])
+            members = [(ent, int(ts), decl_id, float(value), hs) for ts, decl_id, value, hs in rows]
             j.enterprise.load(ent, since, hs_first, members)
         for hs, origin in m:
             zs = res[i]
             i += 1
             if zs:
-                values = []
-                for raw, score in zs:
-                    decl_id, uv = orjson.loads(raw)
-                    values.append((hs, origin, int(score), decl_id, float(uv)))
+                values = [(hs, origin, int(ts), decl_id, float(uv)) for ts, decl_id, uv in _rows(zs)]
                 j.valuation.load((hs, origin), values)
         for key in p:
             n, v = res[i]
@@ -172,7 +167,7 @@ class SharedFacts:
         self._stage_members(pipe, members)
         meds: dict[str, dict[bytes, int]] = {}
         for hs, origin, ts, decl_id, uv in values:
-            meds.setdefault(self._med(hs, origin), {})[orjson.dumps([decl_id, uv])] = ts
+            meds.setdefault(self._med(hs, origin), {})[orjson.dumps([ts, decl_id, uv])] = ts
         for key, mapping in meds.items():
             pipe.zadd(key, mapping)
             pipe.zremrangebyrank(key, 0, -MEDIAN_KEEP - 1)
@@ -193,7 +188,7 @@ class SharedFacts:
         by_ent: dict[str, dict[bytes, int]] = {}
         first: dict[str, dict[str, int]] = {}
         for ent, ts, decl_id, value, hs in members:
-            by_ent.setdefault(ent, {})[orjson.dumps([decl_id, value, hs])] = ts
+            by_ent.setdefault(ent, {})[orjson.dumps([ts, decl_id, value, hs])] = ts
             f = first.setdefault(ent, {})
             f[hs] = min(ts, f.get(hs, ts))
             f["_since"] = min(ts, f.get("_since", ts))
@@ -205,6 +200,11 @@ class SharedFacts:
             fkey = self._first(ent)
             pipe.eval(MIN_LUA, 1, fkey, *[x for kv in first[ent].items() for x in kv])
             pipe.expire(fkey, self.ttl_s)
+
+
+def _rows(members: list[bytes]) -> list[Any]:
+    """Sorted-set members (JSON arrays) parsed in one call."""
+    return orjson.loads(b"[" + b",".join(members) + b"]")
 
 
 def _s(v: bytes | str) -> str:
