@@ -216,3 +216,57 @@ def test_one_two_and_four_workers_decide_alike(
 
     asyncio.run(again())
     assert asyncio.run(_dump(url, f"eq{budget}4")) == before
+
+
+def test_violation_history_is_shared_and_counted_once(valkey: EmbeddedServer) -> None:
+    """A result learnt on one worker moves the violation rate another reads; saved twice, counted once."""
+    url = f"redis://127.0.0.1:{valkey.port}/0"
+    t0 = 1_790_000_000_000
+    decl = {
+        "decl_id": "H1",
+        "ts_ms": t0,
+        "enterprise_id": "EH",
+        "credit_grade": "general",
+        "declarant_id": "BH",
+        "hs_code": "270112",
+        "goods": "coal",
+        "origin": "MN",
+        "port": "GQM",
+        "mode": "self_drive",
+        "conveyance_id": "SD-H1",
+        "gross_kg": 1000.0,
+        "net_kg": 900.0,
+        "quantity": 0.9,
+        "value_cny": 900.0,
+    }
+
+    async def main() -> tuple[float, float, float]:
+        r = aioredis.from_url(url)
+        a, b = _engine(False), _engine(False)
+        sa, sb = SharedFacts(r, a.joiner, namespace="hist"), SharedFacts(r, b.joiner, namespace="hist")
+        a.process("declarations", decl)
+        result = {"command_id": "c1", "decl_id": "H1", "ts_ms": t0 + 3_600_000, "outcome": "violation"}
+        a.joiner.on_event("inspection-results", result)
+        w = Worker(a, sa)
+        await _save(r, w)
+        for stack in w.staged:  # the batch saved again (a redelivery)
+            pipe = r.pipeline(transaction=True)
+            pipe.command_stack.extend(stack)
+            await pipe.execute()
+        rates = []
+        for n, plate in enumerate(("SD-H2", "SD-H3")):
+            other = {
+                **decl,
+                "decl_id": f"H{n + 2}",
+                "conveyance_id": plate,
+                "ts_ms": t0 + (n + 2) * 3_600_000,
+            }
+            rec = Record("declarations", 0, n, other["ts_ms"], plate.encode(), orjson.dumps(other))
+            await sb.prefetch([rec])
+            (d,) = b.process("declarations", other)
+            rates.append(d.facts["ent_violation_rate"])
+        await r.aclose()
+        return rates[0], rates[1], d.facts["declarant_violation_rate"]
+
+    ent1, ent2, declarant = asyncio.run(main())
+    assert ent1 == ent2 == declarant == pytest.approx(2 / 21)  # (1 + 1) / (1 + 20): one violation, once
