@@ -11,6 +11,8 @@ import gc
 import logging
 import os
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -38,11 +40,11 @@ REDIS_TIMEOUT_S = 3.0  # a Redis call that has not answered in this long is retr
 RULE_ERROR_LOG_EVERY_S = 60.0  # at most one log line a minute per failing rule
 
 
-def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int | None = None) -> faust.App:
+def _faust_app(settings: Settings, kafka: str) -> faust.App:
     faust_tuning.set_fetch_max_wait_ms(settings.fetch_max_wait_ms)
     if settings.producer_acks == "all":
         faust_tuning.set_idempotent_producer()
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=f"kafka://{kafka}",
         store="memory://",
@@ -65,74 +67,120 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
         web_enabled=False,
         loghandlers=[],
     )
-    registry = CollectorRegistry()
-    metrics = Metrics.create(registry)
-    health = Health(metrics)
-    inputs = app.topic(*c.INPUT_TOPICS, value_serializer="raw", key_serializer="raw")
-    worker_id = f"{os.uname().nodename}-{os.getpid()}"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    model_path = settings.data_dir / f"model-{settings.app_id}.ckpt"
-    state: dict[str, Any] = {}
 
-    async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+
+@dataclass
+class _Worker:
+    """What the app's agents, timers and callbacks share: the settings, the metrics and the lazily built
+    Runtime and offset committer (built inside the worker's loop, on first use)."""
+
+    settings: Settings
+    kafka: str
+    redis_url: str
+    app: faust.App
+    metrics: Metrics
+    health: Health
+    flow: FlowWatch
+    model_path: Path
+    worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+    state: dict[str, Any] = field(default_factory=dict)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
         """Queue one record; returns the broker's delivery future (the Runtime awaits it)."""
         try:
-            return await app.producer.send(
+            return await self.app.producer.send(
                 topic, key, value, partition=partition, timestamp=None, headers=None
             )
         except (ProducerSendError, RuntimeError) as exc:  # KafkaError is a RuntimeError
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-    def runtime() -> Runtime:
-        rt = state.get("runtime")
+    def runtime(self) -> Runtime:
+        rt = self.state.get("runtime")
         if rt is None:
-            rt = state["runtime"] = Runtime(
-                engine=build_engine(settings, model_path),
+            s = self.settings
+            rt = self.state["runtime"] = Runtime(
+                engine=build_engine(s, self.model_path),
                 # a stalled Redis must surface as an error the Runtime retries, not as a hang
                 redis=aioredis.from_url(
-                    redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+                    self.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
                 ),
-                send=send,
-                metrics=metrics,
-                live_maxlen=settings.live_stream_maxlen,
-                dedupe_ttl_s=settings.dedupe_ttl_s,
-                dispatch_log=DispatchLog(kafka),
-                dispatch_partitions=settings.partitions,
-                health=health,
+                send=self.send,
+                metrics=self.metrics,
+                live_maxlen=s.live_stream_maxlen,
+                dedupe_ttl_s=s.dedupe_ttl_s,
+                dispatch_log=DispatchLog(self.kafka),
+                dispatch_partitions=s.partitions,
+                health=self.health,
             )
-            rt.changelog = RedisChangelog(rt.redis, settings.partitions, namespace=settings.app_id)
-            rt.changelog.shared = SharedFacts(rt.redis, rt.engine.joiner, namespace=settings.app_id)
+            rt.changelog = RedisChangelog(rt.redis, s.partitions, namespace=s.app_id)
+            rt.changelog.shared = SharedFacts(rt.redis, rt.engine.joiner, namespace=s.app_id)
         return rt
 
+    def committer(self) -> OffsetCommitter:
+        cm = self.state.get("committer")
+        if cm is None:
+            cm = self.state["committer"] = OffsetCommitter(self.app.consumer)  # type: ignore[arg-type]
+        return cm
+
+
+def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int | None = None) -> faust.App:
+    app = _faust_app(settings, kafka)
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    health = Health(metrics)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     # keeps every input partition moving (adaptive fetch wait) and reports the ones that do not
     flow = FlowWatch(
         metrics, settings.fetch_max_wait_ms, settings.fetch_max_wait_cap_ms, settings.stuck_after_s
     )
     app.bukong_flow = flow  # type: ignore[attr-defined]
     health.stuck_partitions = lambda: flow.stuck
+    w = _Worker(
+        settings,
+        kafka,
+        redis_url,
+        app,
+        metrics,
+        health,
+        flow,
+        settings.data_dir / f"model-{settings.app_id}.ckpt",
+    )
+    _install_batch_path(w)
+    _install_feedback(w)
+    _install_timers(w)
+    _install_rebalance(w)
+    if metrics_port:
 
-    def committer() -> OffsetCommitter:
-        cm = state.get("committer")
-        if cm is None:
-            cm = state["committer"] = OffsetCommitter(app.consumer)  # type: ignore[arg-type]
-        return cm
+        @app.task
+        async def serve_metrics() -> None:
+            """GET /metrics and /healthz on the worker's metrics port, in the worker's own loop."""
+            host = "127.0.0.1" if kafka.startswith("127.") else "0.0.0.0"
+            await start_health_server(host, metrics_port, registry, health)
+
+    app.bukong_metrics = metrics  # type: ignore[attr-defined]
+    app.bukong_registry = registry  # type: ignore[attr-defined]
+    return app
+
+
+def _install_batch_path(w: _Worker) -> None:
+    """The scoring agent: every fetched batch of declarations, logistics and tracks, in one call."""
+    app = w.app
 
     async def score_batch(batch: dict[Any, list[Any]], fetched_at: float) -> None:
-        """The scoring agent: every fetched batch of declarations, logistics and tracks, in one call."""
         records = [
             Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
             for recs in batch.values()
             for r in recs
         ]
-        flow.busy = True
+        w.flow.busy = True
         try:
-            await runtime().process(records, fetched_at)
-            cm = committer()
+            await w.runtime().process(records, fetched_at)
+            cm = w.committer()
             cm.processed(batch)
             await cm.maybe_commit()
         finally:
-            flow.busy = False
-        state["last_input_wall"] = time.monotonic()
+            w.flow.busy = False
+        w.state["last_input_wall"] = time.monotonic()
 
     class Consumer(BatchConsumer):
         hot_topics = frozenset(c.INPUT_TOPICS)
@@ -145,7 +193,13 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
 
     Transport.Consumer = Consumer
     app.transport = Transport(app.conf.broker_consumer, app)
-    app.topics.add(inputs)  # subscribe: the batch path, not a per-message agent, consumes these
+    # subscribe: the batch path, not a per-message agent, consumes these
+    app.topics.add(app.topic(*c.INPUT_TOPICS, value_serializer="raw", key_serializer="raw"))
+
+
+def _install_feedback(w: _Worker) -> None:
+    """The rule-pack follower and the inspection-result agent."""
+    app, metrics = w.app, w.metrics
 
     @app.task
     async def rule_pack_reloader() -> None:
@@ -154,7 +208,7 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
         delay = 0.1
         while True:
             try:
-                await follow_rule_packs(kafka, runtime(), metrics)
+                await follow_rule_packs(w.kafka, w.runtime(), metrics)
                 return
             except asyncio.CancelledError:
                 raise
@@ -174,7 +228,7 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
     @app.agent(results, name="bukong.feedback")
     async def feedback(stream: Any) -> None:
         """Inspection results: the model learns, rules are graded, the command's status moves on."""
-        rt = runtime()
+        rt = w.runtime()
         async for events in stream.take_events(200, within=0.05):
             recs = [_record(e.message) for e in events]
             try:
@@ -183,9 +237,14 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
                 log.exception("inspection results at %s failed; dead-lettered", [r.offset for r in recs])
                 await _dead_letter_results(rt, recs, exc)
 
+
+def _install_timers(w: _Worker) -> None:
+    """Watchlists every 2 s, the model checkpoint every 30 s; deadlines, gauges, flow watch every 1 s."""
+    app, metrics = w.app, w.metrics
+
     @app.timer(interval=2.0)
     async def reload_watchlists() -> None:
-        rt = runtime()
+        rt = w.runtime()
         joiner: Any = rt.engine.joiner
         if hasattr(joiner, "watch"):
             try:
@@ -200,78 +259,80 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
 
     @app.timer(interval=30.0)
     async def checkpoint() -> None:
-        rt = runtime()
+        rt = w.runtime()
         if rt.engine.model is not None:
             try:
-                rt.engine.model.champion.checkpoint(model_path)
+                rt.engine.model.champion.checkpoint(w.model_path)
             except Exception:  # a full disk must not stop scoring: the next checkpoint tries again
-                log.exception("model checkpoint to %s failed; check the disk of BUKONG_DATA_DIR", model_path)
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        await committer().commit()
+                log.exception(
+                    "model checkpoint to %s failed; check the disk of BUKONG_DATA_DIR", w.model_path
+                )
 
     @app.timer(interval=1.0)
     async def deadlines() -> None:
-        rt = runtime()
-        last = state.get("last_input_wall")
-        idle_ms = int((time.monotonic() - last) * 1000) if last else 0
-        try:
-            await rt.tick(idle_advance_ms=idle_ms)  # waits out Redis/broker outages by itself
-            await committer().maybe_commit()
-        except Exception:  # a bug in deadline scoring must not stop the worker; logged, tried next second
-            log.exception("deadline scoring failed")
-        model = rt.engine.model
-        try:
-            _export_gauges(rt, app, metrics)
-            _export_rule_errors(rt, metrics, state)
-        except Exception:
-            log.exception("metrics export failed")
-        meta = {
-            "pack_version": rt.engine.rules.version,
-            "model_version": model.version if model is not None else 0,
-            "updated_ms": int(time.time() * 1000),
-        }
-        try:
-            await rt.redis.hset(META_KEY, mapping=meta)
-        except REDIS_ERRORS as exc:  # informational; written again next second
-            log.debug("meta not written: %s", exc)
+        await _deadlines(w)
 
     @app.timer(interval=1.0)
     async def watch_flow() -> None:
         """Adapt the fetch wait when lagging partitions come back empty; report stuck partitions."""
         try:
-            await flow.tick(app, runtime().applied)
+            await w.flow.tick(app, w.runtime().applied)
         except Exception:  # observation only: never let it stop the worker
             log.warning("flow watch failed", exc_info=True)
 
+
+async def _deadlines(w: _Worker) -> None:
+    """Deadline scoring, the gauges and the live view's meta, once a second."""
+    rt = w.runtime()
+    last = w.state.get("last_input_wall")
+    idle_ms = int((time.monotonic() - last) * 1000) if last else 0
+    try:
+        await rt.tick(idle_advance_ms=idle_ms)  # waits out Redis/broker outages by itself
+        await w.committer().maybe_commit()
+    except Exception:  # a bug in deadline scoring must not stop the worker; logged, tried next second
+        log.exception("deadline scoring failed")
+    model = rt.engine.model
+    try:
+        _export_gauges(rt, w.app, w.metrics)
+        _export_rule_errors(rt, w.metrics, w.state)
+    except Exception:
+        log.exception("metrics export failed")
+    meta = {
+        "pack_version": rt.engine.rules.version,
+        "model_version": model.version if model is not None else 0,
+        "updated_ms": int(time.time() * 1000),
+    }
+    try:
+        await rt.redis.hset(META_KEY, mapping=meta)
+    except REDIS_ERRORS as exc:  # informational; written again next second
+        log.debug("meta not written: %s", exc)
+
+
+def _install_rebalance(w: _Worker) -> None:
+    """Commit on revoke; on assignment restore the new partitions' state and announce readiness."""
+    app = w.app
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        await w.committer().commit()
+
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        rt = runtime()
-        owned = state.setdefault("owned", set())
+        rt = w.runtime()
+        owned = w.state.setdefault("owned", set())
         mine = {tp.partition for tp in assigned if tp.topic in c.INPUT_TOPICS}
         restored = await rt.restore(mine - owned, c.INPUT_TOPICS)  # retries Redis by itself
         await rt.prepare()  # the dispatch log's end offsets: where a pending command can be looked for
-        state["owned"] = mine
+        w.state["owned"] = mine
         if restored:
             log.info("restored %d state keys for partitions %s", restored, sorted(mine - owned))
         parts = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
         await rt.retry(
-            "redis", "announcing the assignment", lambda: rt.redis.hset(READY_KEY, worker_id, ",".join(parts))
+            "redis",
+            "announcing the assignment",
+            lambda: rt.redis.hset(READY_KEY, w.worker_id, ",".join(parts)),
         )
         log.info("assigned %d partitions", len(parts))
-
-    if metrics_port:
-
-        @app.task
-        async def serve_metrics() -> None:
-            """GET /metrics and /healthz on the worker's metrics port, in the worker's own loop."""
-            host = "127.0.0.1" if kafka.startswith("127.") else "0.0.0.0"
-            await start_health_server(host, metrics_port, registry, health)
-
-    app.bukong_metrics = metrics  # type: ignore[attr-defined]
-    app.bukong_registry = registry  # type: ignore[attr-defined]
-    return app
 
 
 async def follow_rule_packs(kafka: str, rt: Runtime, metrics: Metrics) -> None:

@@ -37,56 +37,8 @@ async def on_results(rt: Runtime, records: Sequence[Record]) -> list[Learned]:
             results.append(decode_event(rec.topic, rec.value, now_ms))
         except ContractError as exc:
             dead.append(rt._dead(rec, exc, now_ms))
-    missing = [
-        r for r in results if rt.engine.snapshots is None or rt.engine.snapshots.get(r["decl_id"]) is None
-    ]
-    stored: dict[str, Any] = {}
-    if missing:  # scored by another worker or before a restart: the command holds the facts it used
-
-        def lookup() -> Awaitable[Any]:
-            pipe = rt.redis.pipeline(transaction=False)
-            for r in missing:
-                pipe.hget(STATUS_PREFIX + r["command_id"], "command")
-            return pipe.execute()
-
-        bodies = await rt.retry("redis", "reading commands for results", lookup)
-        for r, body in zip(missing, bodies, strict=True):
-            if body:
-                cmd = orjson.loads(body)
-                stored[r["decl_id"]] = Snapshot(
-                    cmd["decl_id"],
-                    cmd["decided_ts_ms"],
-                    cmd["facts"],
-                    {
-                        "selection": cmd["selection"],
-                        "selection_prob": cmd["selection_prob"],
-                        "rule_ids": cmd["rule_ids"],
-                        "port": cmd["port"],
-                        "command_id": cmd["command_id"],
-                    },
-                )
-    learned: list[Learned] = []
-    incr: dict[str, int] = {}
-    drifts: list[bytes] = []
-    for r in results:
-        m.inspection_results.labels(r["outcome"]).inc()
-        out = rt.engine.on_result(r, stored.get(r["decl_id"]))
-        if out is None:
-            continue
-        learned.append(out)
-        if out.learned:
-            m.model_learned.inc()
-        if out.outcome == "violation":
-            for rule in out.rule_ids:
-                m.rule_confirmed.labels(rule, out.port).inc()
-                k = f"{rule}|{out.port}|confirmed"
-                incr[k] = incr.get(k, 0) + 1
-        for rule in out.rule_ids:
-            k = f"{rule}|{out.port}|results"
-            incr[k] = incr.get(k, 0) + 1
-        if out.drift is not None:
-            m.drift_events.inc()
-            drifts.append(orjson.dumps(out.drift.as_dict()))
+    stored = await _stored_snapshots(rt, results)
+    learned, incr, drifts = _learn(rt, results, stored)
     if rt.engine.model is not None:
         m.model_version.set(rt.engine.model.version)
     keys = [STATUS_PREFIX + r["command_id"] for r in results]
@@ -119,6 +71,61 @@ async def on_results(rt: Runtime, records: Sequence[Record]) -> list[Learned]:
     if dead:
         await rt._deliver([Out(c.DEAD_LETTER, None, orjson.dumps(dl)) for dl in dead])
     return learned
+
+
+async def _stored_snapshots(rt: Runtime, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Snapshots of results scored by another worker or before a restart: the command holds the facts it
+    used (one pipelined read)."""
+    missing = [
+        r for r in results if rt.engine.snapshots is None or rt.engine.snapshots.get(r["decl_id"]) is None
+    ]
+    stored: dict[str, Any] = {}
+    if not missing:
+        return stored
+
+    def lookup() -> Awaitable[Any]:
+        pipe = rt.redis.pipeline(transaction=False)
+        for r in missing:
+            pipe.hget(STATUS_PREFIX + r["command_id"], "command")
+        return pipe.execute()
+
+    bodies = await rt.retry("redis", "reading commands for results", lookup)
+    for r, body in zip(missing, bodies, strict=True):
+        if body:
+            cmd = orjson.loads(body)
+            meta = {k: cmd[k] for k in ("selection", "selection_prob", "rule_ids", "port", "command_id")}
+            stored[r["decl_id"]] = Snapshot(cmd["decl_id"], cmd["decided_ts_ms"], cmd["facts"], meta)
+    return stored
+
+
+def _learn(
+    rt: Runtime, results: list[dict[str, Any]], stored: dict[str, Any]
+) -> tuple[list[Learned], dict[str, int], list[bytes]]:
+    """The engine learns from each result; rule grades counted per batch; drift events serialised."""
+    m = rt.metrics
+    learned: list[Learned] = []
+    incr: dict[str, int] = {}
+    drifts: list[bytes] = []
+    for r in results:
+        m.inspection_results.labels(r["outcome"]).inc()
+        out = rt.engine.on_result(r, stored.get(r["decl_id"]))
+        if out is None:
+            continue
+        learned.append(out)
+        if out.learned:
+            m.model_learned.inc()
+        if out.outcome == "violation":
+            for rule in out.rule_ids:
+                m.rule_confirmed.labels(rule, out.port).inc()
+                k = f"{rule}|{out.port}|confirmed"
+                incr[k] = incr.get(k, 0) + 1
+        for rule in out.rule_ids:
+            k = f"{rule}|{out.port}|results"
+            incr[k] = incr.get(k, 0) + 1
+        if out.drift is not None:
+            m.drift_events.inc()
+            drifts.append(orjson.dumps(out.drift.as_dict()))
+    return learned, incr, drifts
 
 
 def tally(

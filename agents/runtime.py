@@ -541,49 +541,44 @@ class Runtime:
                 dup += 1
                 continue
             # pending: reserved by a worker (or an earlier life of this one) that did not confirm the send
-            assert o.command is not None
-            cid = o.command["command_id"]
-            _, part_s, hint_s, token = verdict.split("|", 3)
-            part, hint = int(part_s), int(hint_s)
-            found = None
-            if self.dispatch_log is not None:
-                found = await self._find(part, hint, cid)
-            if found is not None:
-                o.partition, o.offset, o.acked = part, found, True
-                recovered.append(o)
-                self.stats.recovered += 1
-                log.warning(
-                    "command %s was on %s[%s] already: not sent again", cid, c.DISPATCH_COMMANDS, part
-                )
-                continue
-            key = STATUS_PREFIX + cid
-            claimed = await self.retry(
-                "redis",
-                "claiming a pending command",
-                lambda key=key, token=token, o=o: self.redis.eval(  # type: ignore[misc]
-                    CLAIM_LUA,
-                    1,
-                    key,
-                    token,
-                    self.token,
-                    o.partition,
-                    o.hint,
-                    now_ms,
-                    o.value,
-                    self.dedupe_ttl_s,
-                ),
-            )
-            if int(claimed):
+            outcome = await self._pending(o, verdict, now_ms)
+            if outcome == "fresh":
                 fresh.append(o)
-                self.stats.resent += 1
-                self.metrics.resent_records.labels(c.DISPATCH_COMMANDS).inc()
-                log.warning("command %s was reserved but never reached the broker: sending it now", cid)
+            elif outcome == "recovered":
+                recovered.append(o)
             else:
                 dup += 1  # another worker took it over in between
         if dup:
             self.metrics.duplicates_suppressed.inc(dup)
             self.stats.duplicates += dup
         return fresh, recovered
+
+    async def _pending(self, o: Out, verdict: str, now_ms: int) -> str:
+        """A command another token left ``pending``: "recovered" if the dispatch log has it, else "fresh"
+        once taken over (compare-and-set), or "dup" if another worker took it over first."""
+        assert o.command is not None
+        cid = o.command["command_id"]
+        _, part_s, hint_s, token = verdict.split("|", 3)
+        part, hint = int(part_s), int(hint_s)
+        found = None
+        if self.dispatch_log is not None:
+            found = await self._find(part, hint, cid)
+        if found is not None:
+            o.partition, o.offset, o.acked = part, found, True
+            self.stats.recovered += 1
+            log.warning("command %s was on %s[%s] already: not sent again", cid, c.DISPATCH_COMMANDS, part)
+            return "recovered"
+        key = STATUS_PREFIX + cid
+        args = (token, self.token, o.partition, o.hint, now_ms, o.value, self.dedupe_ttl_s)
+        claimed = await self.retry(
+            "redis", "claiming a pending command", lambda: self.redis.eval(CLAIM_LUA, 1, key, *args)
+        )
+        if not int(claimed):
+            return "dup"
+        self.stats.resent += 1
+        self.metrics.resent_records.labels(c.DISPATCH_COMMANDS).inc()
+        log.warning("command %s was reserved but never reached the broker: sending it now", cid)
+        return "fresh"
 
     async def on_results(self, records: Sequence[Record]) -> list[Learned]:
         """Inspection results: learn from the scoring-time snapshot, grade rules, update command status."""

@@ -65,10 +65,10 @@ from benchmarks.e2e_report import (  # noqa: E402
     summary,
     table,
 )
-from pipeline.apps.demo import Watcher, percentile, spawn_worker, wait_workers_ready  # noqa: E402
 from pipeline.apps.generator import Generator, GeneratorConfig  # noqa: E402
 from pipeline.contracts import events as c  # noqa: E402
 from pipeline.io.embedded import Servers, free_port, proc_cpu_seconds, servers  # noqa: E402
+from pipeline.io.harness import Watcher, percentile, spawn_worker, wait_workers_ready  # noqa: E402
 from pipeline.io.topics import create_topics  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"

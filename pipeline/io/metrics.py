@@ -6,7 +6,7 @@ docker/grafana dashboards may only refer to names defined here (a test checks it
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -53,151 +53,170 @@ class Metrics(NamedTuple):
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
         r = registry
-        return cls(
-            events_in=Counter("bukong_events_in", "Records received, by topic", ["topic"], registry=r),
-            dead_letters=Counter(
-                "bukong_dead_letters", "Records dead-lettered, by reason", ["reason"], registry=r
-            ),
-            scoring_seconds=Histogram(
-                "bukong_scoring_seconds",
-                "Time the pure core spends on one record (features, rules, model, decision)",
-                buckets=CORE_BUCKETS,
-                registry=r,
-            ),
-            e2e_latency_seconds=Histogram(
-                "bukong_e2e_latency_seconds",
-                "Triggering record produced -> its dispatch command produced",
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            ),
-            decisions=Counter("bukong_decisions", "Declarations decided, by lane", ["lane"], registry=r),
-            hits=Counter("bukong_hits", "Rule hits, by rule and lane", ["rule", "lane"], registry=r),
-            commands=Counter(
-                "bukong_commands",
-                "Dispatch commands produced, by site and lane",
-                ["site", "lane"],
-                registry=r,
-            ),
-            duplicates_suppressed=Counter(
-                "bukong_duplicates_suppressed",
-                "Decisions not dispatched again (redelivery/replay)",
-                registry=r,
-            ),
-            rule_evaluations=Counter(
-                "bukong_rule_evaluations", "Rule evaluations, by rule", ["rule"], registry=r
-            ),
-            rule_hits=Counter(
-                "bukong_rule_hits",
-                "Rule hits by rule, port and status (active/shadow)",
-                ["rule", "port", "status"],
-                registry=r,
-            ),
-            rule_confirmed=Counter(
-                "bukong_rule_confirmed",
-                "Hits confirmed by an inspection result, by rule and port",
-                ["rule", "port"],
-                registry=r,
-            ),
-            inspection_results=Counter(
-                "bukong_inspection_results",
-                "Inspection results received, by outcome",
-                ["outcome"],
-                registry=r,
-            ),
-            budget_use=Gauge(
-                "bukong_budget_use_ratio", "Dispatched share / target share, by site", ["site"], registry=r
-            ),
-            model_version=Gauge("bukong_model_version", "Version number of the champion model", registry=r),
-            model_learned=Counter("bukong_model_learned", "Labels the model learned from", registry=r),
-            drift_events=Counter(
-                "bukong_drift_events", "Drift detected on the model's error stream", registry=r
-            ),
-            rule_pack_version=Gauge("bukong_rule_pack_version", "Version of the live rule pack", registry=r),
-            consumer_lag=Gauge(
-                "bukong_consumer_lag",
-                "Records behind the end of the log, by topic and partition",
-                ["topic", "partition"],
-                registry=r,
-            ),
-            batch_size=Histogram(
-                "bukong_batch_size",
-                "Records per processed batch",
-                buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
-                registry=r,
-            ),
-            notifications=Counter(
-                "bukong_notifications", "Notifications sent, by kind", ["kind"], registry=r
-            ),
-            dependency_retries=Counter(
-                "bukong_dependency_retries",
-                "Retries of a Redis or broker operation that failed (dependency = redis | broker)",
-                ["dependency"],
-                registry=r,
-            ),
-            dependency_wait_seconds=Counter(
-                "bukong_dependency_wait_seconds",
-                "Seconds the worker held its work waiting for a dependency (redis | broker)",
-                ["dependency"],
-                registry=r,
-            ),
-            dependency_up=Gauge(
-                "bukong_dependency_up",
-                "1 when the worker's last use of the dependency succeeded, 0 while it waits for it",
-                ["dependency"],
-                registry=r,
-            ),
-            rule_errors=Counter(
-                "bukong_rule_errors",
-                "Rule evaluations that ended in a run-time error, by rule",
-                ["rule"],
-                registry=r,
-            ),
-            results_unknown_command=Counter(
-                "bukong_results_unknown_command",
-                "Inspection results naming a command id that does not exist (status not recorded)",
-                registry=r,
-            ),
-            resent_records=Counter(
-                "bukong_resent_records",
-                "Records sent again after a failed delivery, by topic (commands only when not on the log; "
-                "dead letters and notifications may be doubles)",
-                ["topic"],
-                registry=r,
-            ),
-            partition_stuck=Gauge(
-                "bukong_partition_stuck",
-                "1 while an input partition has lag and its position has not moved for BUKONG_STUCK_AFTER_S",
-                ["topic", "partition"],
-                registry=r,
-            ),
-            fetch_wait_seconds=Gauge(
-                "bukong_fetch_wait_seconds",
-                "The consumer's current fetch wait (raised when lagging partitions return nothing)",
-                registry=r,
-            ),
-            stage_seconds=Histogram(
-                "bukong_stage_seconds",
-                "Seconds one input batch spent in a stage (decode, join, rules, model, policy, dispatch, "
-                "redis, acks)",
-                ["stage"],
-                buckets=STAGE_BUCKETS,
-                registry=r,
-            ),
-            stage_event_seconds=Histogram(
-                "bukong_stage_event_seconds",
-                "Seconds per input record in a stage (a batch's stage time over its records)",
-                ["stage"],
-                buckets=STAGE_BUCKETS,
-                registry=r,
-            ),
-            worker_latency_seconds=Histogram(
-                "bukong_worker_latency_seconds",
-                "Worker-internal latency of a dispatch command: input batch fetched -> command acknowledged "
-                "by the broker",
-                buckets=INTERNAL_BUCKETS,
-                registry=r,
-            ),
-        )
+        return cls(**_flow(r), **_rules(r), **_state(r), **_ops(r))
+
+
+def _flow(r: CollectorRegistry) -> dict[str, Any]:
+    """Records in, decisions, commands: the event path."""
+    return dict(
+        events_in=Counter("bukong_events_in", "Records received, by topic", ["topic"], registry=r),
+        dead_letters=Counter(
+            "bukong_dead_letters", "Records dead-lettered, by reason", ["reason"], registry=r
+        ),
+        scoring_seconds=Histogram(
+            "bukong_scoring_seconds",
+            "Time the pure core spends on one record (features, rules, model, decision)",
+            buckets=CORE_BUCKETS,
+            registry=r,
+        ),
+        e2e_latency_seconds=Histogram(
+            "bukong_e2e_latency_seconds",
+            "Triggering record produced -> its dispatch command produced",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+    )
+
+
+def _rules(r: CollectorRegistry) -> dict[str, Any]:
+    """Rule hits and the feedback of inspection results."""
+    return dict(
+        decisions=Counter("bukong_decisions", "Declarations decided, by lane", ["lane"], registry=r),
+        hits=Counter("bukong_hits", "Rule hits, by rule and lane", ["rule", "lane"], registry=r),
+        commands=Counter(
+            "bukong_commands",
+            "Dispatch commands produced, by site and lane",
+            ["site", "lane"],
+            registry=r,
+        ),
+        duplicates_suppressed=Counter(
+            "bukong_duplicates_suppressed",
+            "Decisions not dispatched again (redelivery/replay)",
+            registry=r,
+        ),
+        rule_evaluations=Counter(
+            "bukong_rule_evaluations", "Rule evaluations, by rule", ["rule"], registry=r
+        ),
+        rule_hits=Counter(
+            "bukong_rule_hits",
+            "Rule hits by rule, port and status (active/shadow)",
+            ["rule", "port", "status"],
+            registry=r,
+        ),
+        rule_confirmed=Counter(
+            "bukong_rule_confirmed",
+            "Hits confirmed by an inspection result, by rule and port",
+            ["rule", "port"],
+            registry=r,
+        ),
+        inspection_results=Counter(
+            "bukong_inspection_results",
+            "Inspection results received, by outcome",
+            ["outcome"],
+            registry=r,
+        ),
+    )
+
+
+def _state(r: CollectorRegistry) -> dict[str, Any]:
+    """Model, pack, lag and notifications."""
+    return dict(
+        budget_use=Gauge(
+            "bukong_budget_use_ratio", "Dispatched share / target share, by site", ["site"], registry=r
+        ),
+        model_version=Gauge("bukong_model_version", "Version number of the champion model", registry=r),
+        model_learned=Counter("bukong_model_learned", "Labels the model learned from", registry=r),
+        drift_events=Counter("bukong_drift_events", "Drift detected on the model's error stream", registry=r),
+        rule_pack_version=Gauge("bukong_rule_pack_version", "Version of the live rule pack", registry=r),
+        consumer_lag=Gauge(
+            "bukong_consumer_lag",
+            "Records behind the end of the log, by topic and partition",
+            ["topic", "partition"],
+            registry=r,
+        ),
+        batch_size=Histogram(
+            "bukong_batch_size",
+            "Records per processed batch",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        ),
+        notifications=Counter("bukong_notifications", "Notifications sent, by kind", ["kind"], registry=r),
+    )
+
+
+def _ops(r: CollectorRegistry) -> dict[str, Any]:
+    """Dependencies, stuck partitions and the per-stage timings."""
+    return dict(
+        dependency_retries=Counter(
+            "bukong_dependency_retries",
+            "Retries of a Redis or broker operation that failed (dependency = redis | broker)",
+            ["dependency"],
+            registry=r,
+        ),
+        dependency_wait_seconds=Counter(
+            "bukong_dependency_wait_seconds",
+            "Seconds the worker held its work waiting for a dependency (redis | broker)",
+            ["dependency"],
+            registry=r,
+        ),
+        dependency_up=Gauge(
+            "bukong_dependency_up",
+            "1 when the worker's last use of the dependency succeeded, 0 while it waits for it",
+            ["dependency"],
+            registry=r,
+        ),
+        rule_errors=Counter(
+            "bukong_rule_errors",
+            "Rule evaluations that ended in a run-time error, by rule",
+            ["rule"],
+            registry=r,
+        ),
+        results_unknown_command=Counter(
+            "bukong_results_unknown_command",
+            "Inspection results naming a command id that does not exist (status not recorded)",
+            registry=r,
+        ),
+        resent_records=Counter(
+            "bukong_resent_records",
+            "Records sent again after a failed delivery, by topic (commands only when not on the log; "
+            "dead letters and notifications may be doubles)",
+            ["topic"],
+            registry=r,
+        ),
+        partition_stuck=Gauge(
+            "bukong_partition_stuck",
+            "1 while an input partition has lag and its position has not moved for BUKONG_STUCK_AFTER_S",
+            ["topic", "partition"],
+            registry=r,
+        ),
+        fetch_wait_seconds=Gauge(
+            "bukong_fetch_wait_seconds",
+            "The consumer's current fetch wait (raised when lagging partitions return nothing)",
+            registry=r,
+        ),
+        stage_seconds=Histogram(
+            "bukong_stage_seconds",
+            "Seconds one input batch spent in a stage (decode, join, rules, model, policy, dispatch, "
+            "redis, acks)",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        ),
+        stage_event_seconds=Histogram(
+            "bukong_stage_event_seconds",
+            "Seconds per input record in a stage (a batch's stage time over its records)",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        ),
+        worker_latency_seconds=Histogram(
+            "bukong_worker_latency_seconds",
+            "Worker-internal latency of a dispatch command: input batch fetched -> command acknowledged "
+            "by the broker",
+            buckets=INTERNAL_BUCKETS,
+            registry=r,
+        ),
+    )
 
 
 class WebMetrics(NamedTuple):
