@@ -222,7 +222,7 @@ def test_violation_history_is_shared_and_counted_once(valkey: EmbeddedServer) ->
     """A result learnt on one worker moves the violation rate another reads; saved twice, counted once."""
     url = f"redis://127.0.0.1:{valkey.port}/0"
     t0 = 1_790_000_000_000
-    decl = {
+    decl: dict[str, Any] = {
         "decl_id": "H1",
         "ts_ms": t0,
         "enterprise_id": "EH",
@@ -255,7 +255,7 @@ def test_violation_history_is_shared_and_counted_once(valkey: EmbeddedServer) ->
             await pipe.execute()
         rates = []
         for n, plate in enumerate(("SD-H2", "SD-H3")):
-            other = {
+            other: dict[str, Any] = {
                 **decl,
                 "decl_id": f"H{n + 2}",
                 "conveyance_id": plate,
