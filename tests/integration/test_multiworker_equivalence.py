@@ -12,23 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import lzma
+import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis as redis_sync
 import redis.asyncio as aioredis
 
 from agents.changelog import kafka_partition
 from agents.delivery import Record
 from agents.globalstate import SharedFacts
+from pipeline.contracts import events as c
 from pipeline.contracts import sites
 from pipeline.core.assemble import build_engine
 from pipeline.core.decision.budget import BudgetConfig
 from pipeline.core.engine import Decision, Engine
 from pipeline.core.policy import DecisionPolicy, PolicyConfig
 from pipeline.io.embedded import EmbeddedServer, start_valkey
+from tests.conftest import Stack, declaration, now_ms, start_worker, stop_worker, weighbridge
 from tests.golden.replay import EVENTS, INTEL, NEVER
 
 pytestmark = pytest.mark.integration
@@ -270,3 +276,96 @@ def test_violation_history_is_shared_and_counted_once(valkey: EmbeddedServer) ->
 
     ent1, ent2, declarant = asyncio.run(main())
     assert ent1 == ent2 == declarant == pytest.approx(2 / 21)  # (1 + 1) / (1 + 20): one violation, once
+
+
+# ------------------------------------------------------------------------------ real workers, real broker
+WORKER_PARTITIONS = 4
+TRUCKS = 12
+# taken in when a declaration arrives (the HS/origin median takes a unit value in when a declaration is
+# decided, and real workers decide concurrently: its facts depend on which decision Redis saw first)
+ENTERPRISE = tuple(k for k in GLOBAL if not k.startswith("hs_median") and k != "unit_value_ratio")
+
+
+def _split_input(uid: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One enterprise's declarations just under the split threshold on many trucks (so on every partition),
+    then their weighbridge readings, each truck overweight (always dispatched: the command carries the
+    facts)."""
+    t0 = now_ms()
+    decls, weighs = [], []
+    for i in range(TRUCKS):
+        plate = f"S{i:02d}"
+        decls.append(
+            declaration(uid, plate, ts_ms=t0 + i * 1000, enterprise_id=f"E-{uid}", value_cny=45e3 + i)
+        )
+        weighs.append(weighbridge(uid, plate, measured_kg=35_000, ts_ms=t0 + 60_000 + i * 1000))
+    return decls, weighs
+
+
+def _expected(decls: list[dict[str, Any]], weighs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The facts one engine gives when every declaration is in before any is decided."""
+    from pipeline.core.assemble import build_joiner
+
+    j = build_joiner()
+    for d in decls:
+        assert j.on_event("declarations", d) == []  # each waits for its weighbridge reading
+    out = {}
+    for w in weighs:
+        for r in j.on_event("logistics", w):
+            out[r.decl["decl_id"]] = {k: r.facts.get(k) for k in ENTERPRISE}
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 4], ids=["1-worker", "4-workers-one-killed"])
+def test_real_workers_count_a_split_shipment_across_partitions(
+    tmp_path: Path, uid: str, workers: int
+) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    from pipeline.io.embedded import servers
+    from pipeline.io.harness import wait_workers_ready
+    from pipeline.io.topics import create_topics
+
+    env = {"BUKONG_PARTITIONS": str(WORKER_PARTITIONS), "BUKONG_SESSION_TIMEOUT_MS": "6000"}
+    with servers(None, None) as srv:
+        create_topics(srv.kafka, WORKER_PARTITIONS, 600_000)
+        procs = [start_worker(srv, tmp_path, extra_env=env, index=i) for i in range(workers)]
+        st = Stack(srv)
+        r = redis_sync.Redis.from_url(srv.redis_url)
+        try:
+            wait_workers_ready(srv.redis_url, workers, len(c.INPUT_TOPICS), WORKER_PARTITIONS, timeout_s=90)
+            decls, weighs = _split_input(uid)
+            owners = {kafka_partition(d["conveyance_id"].encode(), WORKER_PARTITIONS) for d in decls}
+            assert len(owners) == WORKER_PARTITIONS, "the trucks are spread over every partition"
+            for d in decls:
+                st.send(c.DECLARATIONS, d, key=d["conveyance_id"])
+            deadline = time.monotonic() + 60
+            while r.zcard(f"bukong:g:ent:E-{uid}") < TRUCKS and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert r.zcard(f"bukong:g:ent:E-{uid}") == TRUCKS, "every worker wrote its declarations"
+            if workers > 1:  # one dies with pending joins; a survivor restores them and decides alike
+                admin = KafkaAdminClient(bootstrap_servers=srv.kafka)
+                try:
+                    while time.monotonic() < deadline:
+                        offs = admin.list_group_offsets("bukong").get("bukong", {})
+                        if sum(o.offset for tp, o in offs.items() if tp.topic == c.DECLARATIONS) >= TRUCKS:
+                            break
+                        time.sleep(0.2)
+                finally:
+                    admin.close()
+                procs[0].send_signal(signal.SIGKILL)
+                procs[0].wait(30)
+            for w in weighs:
+                st.send(c.LOGISTICS, w, key=w["conveyance_id"])
+            cmds = st.read(
+                c.DISPATCH_COMMANDS, want=TRUCKS, timeout_s=90, where=lambda x: uid in x["decl_id"]
+            )
+        finally:
+            for p in procs:
+                stop_worker(p)
+            if st._producer is not None:
+                st._producer.close()
+    got = {x["decl_id"]: {k: x["facts"].get(k) for k in ENTERPRISE} for x in cmds}
+    assert len(cmds) == TRUCKS, "one command per declaration, none doubled"
+    want = _expected(decls, weighs)
+    assert got == want
+    assert sorted(f["split_count_24h"] for f in got.values()) == list(range(1, TRUCKS + 1))
