@@ -28,7 +28,8 @@ while Redis is down; nothing is decided on a partial view, nothing is lost).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -37,6 +38,8 @@ from features.config import DAY, MIN
 from features.enterprise import Member
 from features.history import KINDS, Result
 from features.valuation import Value
+
+log = logging.getLogger("bukong.globalstate")
 
 HORIZON_MS = 7 * DAY + 10 * MIN  # enterprise velocity's longest window plus one bucket
 MEDIAN_KEEP = 101  # the median's window (FeatureConfig.hs_median_size)
@@ -69,6 +72,7 @@ class SharedFacts:
         self.ns = f"{namespace}:g:"
         self.ttl_s = ttl_s
         self._unsent: tuple[list[Member], list[Value], list[Result]] = ([], [], [])
+        self.unreadable = 0  # keys whose shared state could not be read (kept this worker's own)
         joiner.share()
 
     # -- keys --------------------------------------------------------------------------------------------
@@ -132,29 +136,48 @@ class SharedFacts:
         return len(e) + len(m) + len(p)
 
     def _load(self, e: list[str], m: list[tuple[str, str]], p: list[tuple[str, str]], res: list[Any]) -> None:
-        j = self.joiner
         i = 0
         for ent in e:
-            zs, first = res[i], res[i + 1]
+            self._guard(f"enterprise {ent}", self._load_ent, ent, res[i], res[i + 1])
             i += 2
-            if not zs:
-                continue
+        for hs, origin in m:
+            self._guard(f"median {hs}|{origin}", self._load_med, hs, origin, res[i])
+            i += 1
+        for key in p:
+            self._guard(f"history {key}", self._load_hist, key, res[i])
+            i += 1
+
+    def _guard(self, what: str, fn: Callable[..., None], *args: Any) -> None:
+        """A key Redis holds in a shape we cannot read (written by hand, or by another version) never stops
+        the worker: counted, logged, and the worker's own state of that key is kept."""
+        try:
+            fn(*args)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:  # orjson's decode error is a ValueError
+            self.unreadable += 1
+            log.warning(
+                "shared state of %s unreadable (%s: %s); keeping this worker's own",
+                what,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _load_ent(self, ent: str, zs: list[bytes], first: dict[Any, Any]) -> None:
+        if zs:
             hs_first = {_s(k): int(v) for k, v in first.items()}
             rows = _rows(zs)
             since = hs_first.pop("_since", rows[0][0])
-            members = [(ent, int(ts), decl_id, float(value), hs) for ts, decl_id, value, hs in rows]
-            j.enterprise.load(ent, since, hs_first, members)
-        for hs, origin in m:
-            zs = res[i]
-            i += 1
-            if zs:
-                values = [(hs, origin, int(ts), decl_id, float(uv)) for ts, decl_id, uv in _rows(zs)]
-                j.valuation.load((hs, origin), values)
-        for key in p:
-            n, v = res[i]
-            i += 1
-            if n is not None:
-                j.history.load(key, float(n), float(v or 0))
+            members = [(ent, int(ts), str(decl_id), float(value), str(hs)) for ts, decl_id, value, hs in rows]
+            self.joiner.enterprise.load(ent, int(since), hs_first, members)
+
+    def _load_med(self, hs: str, origin: str, zs: list[bytes]) -> None:
+        if zs:
+            values = [(hs, origin, int(ts), str(decl_id), float(uv)) for ts, decl_id, uv in _rows(zs)]
+            self.joiner.valuation.load((hs, origin), values)
+
+    def _load_hist(self, key: tuple[str, str], nv: list[Any]) -> None:
+        n, v = nv
+        if n is not None:
+            self.joiner.history.load(key, float(n), float(v or 0))
 
     # -- write -------------------------------------------------------------------------------------------
     def stage(self, pipe: Any) -> None:

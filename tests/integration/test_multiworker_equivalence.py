@@ -369,3 +369,29 @@ def test_real_workers_count_a_split_shipment_across_partitions(
     want = _expected(decls, weighs)
     assert got == want
     assert sorted(f["split_count_24h"] for f in got.values()) == list(range(1, TRUCKS + 1))
+
+
+def test_unreadable_shared_state_never_stops_a_worker(valkey: EmbeddedServer) -> None:
+    """A key in a shape the worker cannot read is counted and skipped; the declaration is still decided."""
+    url = f"redis://127.0.0.1:{valkey.port}/0"
+    t0 = 1_790_000_000_000
+    decl = declaration("bad", "BAD1", ts_ms=t0, enterprise_id="E-BAD", mode="self_drive")
+
+    async def main() -> tuple[int, list[Decision]]:
+        r = aioredis.from_url(url)
+        await r.zadd("bad:g:ent:E-BAD", {b"not json": t0 - 1, b'[1, "x"]': t0 - 2})
+        await r.zadd("bad:g:med:270112|MN", {b"{}": t0 - 1})
+        await r.hset("bad:g:hist:enterprise:E-BAD", mapping={"n": "many", "v": "1"})
+        engine = _engine(False)
+        sf = SharedFacts(r, engine.joiner, namespace="bad")
+        rec = Record("declarations", 0, 0, t0, b"BAD1", orjson.dumps(decl))
+        await sf.prefetch([rec, Record("declarations", 0, 1, t0, b"x", b"{not json")])
+        out = engine.process("declarations", decl)
+        await r.aclose()
+        return sf.unreadable, out
+
+    unreadable, out = asyncio.run(main())
+    assert unreadable == 3
+    assert (
+        len(out) == 1 and out[0].facts["ent_decl_1h"] == 1
+    )  # this worker's own state: the declaration itself
