@@ -54,6 +54,29 @@ end
 return 1
 """
 
+READ_LUA = """
+local ne, nm, np, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local out, k = {}, 1
+for i = 1, ne do
+  local z = redis.call('ZRANGE', KEYS[k], 0, -1)
+  local h = redis.call('HGETALL', KEYS[k + 1])
+  local f = {}
+  for j = 1, #h, 2 do f[#f + 1] = cjson.encode(h[j]) .. ':' .. h[j + 1] end
+  out[#out + 1] = '[[' .. table.concat(z, ',') .. '],{' .. table.concat(f, ',') .. '}]'
+  k = k + 2
+end
+for i = 1, nm do
+  out[#out + 1] = '[' .. table.concat(redis.call('ZRANGE', KEYS[k], -keep, -1), ',') .. ']'
+  k = k + 1
+end
+for i = 1, np do
+  local h = redis.call('HMGET', KEYS[k], 'n', 'v')
+  out[#out + 1] = '[' .. (h[1] or 'null') .. ',' .. (h[2] or 'null') .. ']'
+  k = k + 1
+end
+return '[' .. table.concat(out, ',') .. ']'
+"""
+
 RESULT_LUA = """
 if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[2]) then return 0 end
 for i = 2, #KEYS do
@@ -123,6 +146,19 @@ class SharedFacts:
         if not (ents or meds or parties):
             return 0
         e, m, p = sorted(ents), sorted(meds), sorted(parties)
+        keys = [k for ent in e for k in (self._ent(ent), self._first(ent))]
+        keys += [self._med(hs, origin) for hs, origin in m] + [self._hist(kind, id_) for kind, id_ in p]
+        # one script, one reply: every key's state as one JSON document (a reply element costs ~5 µs to
+        # parse in redis-py, a JSON value ~50 ns in orjson)
+        raw = await self.redis.eval(READ_LUA, len(keys), *keys, len(e), len(m), len(p), MEDIAN_KEEP)
+        try:
+            self._load_parsed(e, m, p, orjson.loads(raw))
+        except (ValueError, TypeError, KeyError, IndexError):  # a key in a shape we do not write (the JSON
+            # decode error is a ValueError): read key by key, skip the unreadable ones
+            self._load(e, m, p, await self._read_each(e, m, p))
+        return len(e) + len(m) + len(p)
+
+    async def _read_each(self, e: list[str], m: list[tuple[str, str]], p: list[tuple[str, str]]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
         for ent in e:
             pipe.zrange(self._ent(ent), 0, -1)
@@ -131,9 +167,31 @@ class SharedFacts:
             pipe.zrange(self._med(hs, origin), -MEDIAN_KEEP, -1)
         for kind, id_ in p:
             pipe.hmget(self._hist(kind, id_), "n", "v")
-        res = await pipe.execute()
-        self._load(e, m, p, res)
-        return len(e) + len(m) + len(p)
+        return await pipe.execute()
+
+    def _load_parsed(
+        self, e: list[str], m: list[tuple[str, str]], p: list[tuple[str, str]], res: list[Any]
+    ) -> None:
+        """Load the script's document: per enterprise [members, {hs: first ts}], per median [members], per
+        party [n, v] (null when unknown)."""
+        j = self.joiner
+        i = 0
+        for ent in e:
+            rows, first = res[i]
+            i += 1
+            if rows:
+                since = first.pop("_since", rows[0][0])
+                j.enterprise.load(ent, since, first, [(ent, ts, d, float(v), hs) for ts, d, v, hs in rows])
+        for hs, origin in m:
+            rows = res[i]
+            i += 1
+            if rows:
+                j.valuation.load((hs, origin), [(hs, origin, ts, d, float(uv)) for ts, d, uv in rows])
+        for key in p:
+            n, v = res[i]
+            i += 1
+            if n is not None:
+                j.history.load(key, float(n), float(v or 0))
 
     def _load(self, e: list[str], m: list[tuple[str, str]], p: list[tuple[str, str]], res: list[Any]) -> None:
         i = 0
