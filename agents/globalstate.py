@@ -6,8 +6,8 @@ partition. Each worker keeps them in its feature engine as before, and around ea
 
 * ``prefetch(records)`` (before the batch): for the enterprises, (HS code, origin) pairs and parties of the
   batch's declarations, of the declarations a weighbridge reading in the batch may release and of those whose
-  deadline is due, one pipelined read of what all workers wrote, which replaces the engine's local state of
-  those keys (``Enterprise.load``, ``Valuation.load``, ``History.load``);
+  deadline is due, one read (a script returning one JSON document) of what all workers wrote, which replaces
+  the engine's local state of those keys (``Enterprise.load``, ``Valuation.load``, ``History.load``);
 * ``stage(pipe)`` (in the batch's MULTI/EXEC, with the changelog and the applied offsets): what the batch took
   in, as idempotent updates keyed by declaration id: a redelivered declaration (after a kill -9, before its
   offsets were saved) adds the same member again, not a second one.
