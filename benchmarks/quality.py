@@ -309,12 +309,13 @@ def load_world(scenario: str, world: str, days: int, seed: int | None) -> World:
 
 
 def _policy(name: str) -> PolicyConfig:
-    """The decision design under test: ``today`` (the shipped defaults) or ``graded`` (docs/policy.md)."""
+    """The decision design under test: ``today`` (the first design), ``graded`` (docs/policy.md) or
+    ``graded-nocap`` (graded weights and lead demotion, hard hits not held to the daily budget)."""
     if name == "today":
         return PolicyConfig()
     from pipeline.core.policy import graded_policy
 
-    return graded_policy()
+    return graded_policy(hard_cap_points=None) if name == "graded-nocap" else graded_policy()
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -326,7 +327,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=None, help="first seed (default: the scenario's)")
     ap.add_argument("--budgets", default="0.01,0.02,0.05,0.10", help="inspection budgets for the curves")
     ap.add_argument("--draws", type=int, default=200, help="random draws for the random expectation")
-    ap.add_argument("--policy", choices=("today", "graded"), default="today")
+    ap.add_argument("--policy", choices=("today", "graded", "graded-nocap"), default="today")
     ap.add_argument("--smoke", action="store_true", help="seconds: one seed, a small stream, no plot")
     ap.add_argument("--cost", action="store_true", help="also time the candidate learners (us per call)")
     return ap.parse_args(argv)

@@ -80,16 +80,22 @@ def test_drift_phase_changes_the_mix_at_the_configured_day() -> None:
     assert by_day[4]["concealment"] > 0
 
 
-def test_tracks_stay_on_the_corridor_unless_concealing(day: Simulator) -> None:
-    concealing = {t["conveyance_id"] for t in day.truth_records() if t["typology"] == "concealment"}
-    worst_honest = 0.0
+def test_tracks_stay_on_the_corridor_but_for_a_few_honest_detours(day: Simulator) -> None:
+    """Honest trucks keep to the corridor, except for a few honest detours (roadworks, night closures): a
+    deviation alone is not a label in the honest world."""
+    deviating = {
+        t["conveyance_id"] for t in day.truth_records() if t["typology"] in ("concealment", "night_deviation")
+    }
+    worst: dict[str, float] = {}
     for topic, _, ev in day.recorded:  # type: ignore[attr-defined]
-        if topic != c.TRACKS or ev["conveyance_id"] in concealing:
+        if topic != c.TRACKS or ev["conveyance_id"] in deviating:
             continue
         port = ev["conveyance_id"].rsplit("-", 1)[1]
         line = next(v for k, v in sites.CORRIDORS.items() if k.startswith(port))
-        worst_honest = max(worst_honest, distance_to_polyline_km((ev["lat"], ev["lon"]), line))
-    assert worst_honest < 1.5
+        d = distance_to_polyline_km((ev["lat"], ev["lon"]), line)
+        worst[ev["conveyance_id"]] = max(worst.get(ev["conveyance_id"], 0.0), d)
+    off = sum(d >= 1.5 for d in worst.values())
+    assert 0 < off < 0.05 * len(worst), (off, len(worst))
 
 
 def test_results_only_for_dispatched_and_only_after_a_delay(day: Simulator) -> None:
