@@ -6,6 +6,7 @@ mode of transport. Exempt, and documented in docs/policy.md: the weighbridge's p
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ def encoded_rows(name: str) -> list[tuple[dict[str, float], str, str]]:
     fe = build_joiner(watchlists=watch, split_threshold_cny=sc.split_threshold_cny)
     rows: list[tuple[dict[str, float], str, str]] = []
 
-    def add(readies: list) -> None:  # type: ignore[type-arg]
+    def add(readies: list[Any]) -> None:
         for r in readies:
             truth = sim.truth_for(r.decl["decl_id"]) or {}
             rows.append((encode(r.facts), truth.get("typology", "none"), r.decl.get("mode", "road")))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,7 @@ from pipeline.contracts import events as c
 from pipeline.contracts import sites
 
 
-def run(scenario: str = "baseline", hours: int = 24, seed: int | None = None, **over: object) -> Simulator:
+def run(scenario: str = "baseline", hours: int = 24, seed: int | None = None, **over: Any) -> Simulator:
     sc = dataclasses.replace(load_scenario(scenario), **over) if over else load_scenario(scenario)
     sim = Simulator(sc, seed)
     sim.recorded = list(sim.events(hours * HOUR_MS))  # type: ignore[attr-defined]
@@ -144,7 +146,7 @@ def test_detection_is_more_likely_in_physical_than_documentary_for_load_frauds(d
     assert found["physical_inspection"] > 2 * found["document_check"]
 
 
-def test_bad_scenarios_give_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_scenarios_give_clear_errors(tmp_path: Path) -> None:
     p = tmp_path / "x.yaml"
     p.write_text("prevalence: {undervalue: 0.1}\n")
     with pytest.raises(ScenarioError, match="unknown typology 'undervalue'"):
