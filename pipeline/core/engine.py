@@ -244,6 +244,8 @@ class Engine:
             snap = self.snapshots.pop(ev["decl_id"], ev["ts_ms"])
         if snap is None:
             return None
+        # the parties' violation history (features/history.py): once per result, as the snapshot pops once
+        self.joiner.on_event(c.INSPECTION_RESULTS, ev)
         meta = snap.meta
         label = ev["outcome"] == "violation"
         drift = None

@@ -9,7 +9,7 @@ import pytest
 from features.engine import FeatureConfig, FeatureEngine
 from pipeline.contracts import events as c
 from pipeline.contracts.commands import command_id
-from pipeline.core.engine import Engine, replay
+from pipeline.core.engine import Decision, Engine, replay
 from rules.engine import load_default_pack
 
 T0 = 1_790_000_000_000
@@ -100,3 +100,30 @@ def test_replay_flushes_pending_declarations_at_the_end() -> None:
     events = [(c.DECLARATIONS, decl("D")), (c.DECLARATIONS, decl("E", mode="self_drive"))]
     out = list(replay(engine(), events))
     assert sorted(d.decl["decl_id"] for d in out) == ["D-D", "D-E"]
+
+
+def test_an_inspection_result_teaches_the_violation_history_the_next_declaration_reads() -> None:
+    """Workers hand results to Engine.on_result, not to process: the parties' history learns there too."""
+    from pipeline.core.assemble import build_engine
+
+    eng = build_engine()
+
+    def decide(plate: str, ts: int, weighed_kg: float) -> Decision:
+        d = {**decl(plate, ts=ts), "decl_id": f"D-{plate}-{ts}"}
+        out = eng.process(c.DECLARATIONS, d) + eng.process(c.LOGISTICS, weigh(plate, weighed_kg, ts + 1_000))
+        out += eng.advance(ts + 3_600_000)
+        return next(x for x in out if x.decl["decl_id"] == d["decl_id"])
+
+    first = decide("MN-H1", T0, 36_000.0)  # 6 t over the declared weight: inspected
+    assert first.command is not None
+    result = {
+        "command_id": first.command["command_id"],
+        "decl_id": first.decl["decl_id"],
+        "ts_ms": T0 + 3_700_000,
+        "outcome": "violation",
+        "site": "GQM",
+        "officer_id": "GQM-001",
+    }
+    assert eng.on_result(result) is not None, "the engine dispatched it, so it knows its snapshot"
+    second = decide("MN-H2", T0 + 3_800_000, 30_000.0)
+    assert second.facts["ent_violation_rate"] > first.facts["ent_violation_rate"]
