@@ -312,7 +312,9 @@ def _policy(name: str) -> PolicyConfig:
     """The decision design under test: ``today`` (the first design), ``graded`` (docs/policy.md) or
     ``graded-nocap`` (graded weights and lead demotion, hard hits not held to the daily budget)."""
     if name == "today":
-        return PolicyConfig()
+        from pipeline.core.policy import first_design
+
+        return first_design()
     from pipeline.core.policy import graded_policy
 
     return graded_policy(hard_cap_points=None) if name == "graded-nocap" else graded_policy()

@@ -58,13 +58,21 @@ class PolicyConfig:
     red_risk: float = 0.5  # model selections at or above this risk get a physical inspection
     officers_per_inspection: int = 2
     max_importance_weight: float = 10.0
-    # graded results (docs/policy.md, "Graded design"); the defaults keep the first design
-    grade_results: bool = False  # rule and lead-source weights from their inspection results
-    lead_clean_limit: int = 0  # > 0: a watched entity loses its hard status after this many clean results
+    # graded results (docs/policy.md, "Graded design"); FIRST_DESIGN turns them off
+    grade_results: bool = True  # rule and lead-source weights from their inspection results
+    lead_clean_limit: int = 3  # > 0: a watched entity loses its hard status after this many clean results
     lead_override_sources: frozenset[str] = frozenset({"risk-centre"})  # never demoted (risk-centre override)
     watch_rule_ids: frozenset[str] = frozenset({"watchlist_hit"})  # rules that are the watchlist
-    hard_cap_points: float | None = None  # a site this far over its daily share: hard hits ranked instead
+    hard_cap_points: float | None = 1.0  # a site this far over its daily share: hard hits ranked instead
     grade_pseudo: float = 8.0  # pseudo-inspections of the prior in a graded rate
+
+
+FIRST_DESIGN: dict[str, Any] = {"grade_results": False, "lead_clean_limit": 0, "hard_cap_points": None}
+
+
+def first_design(**over: Any) -> PolicyConfig:
+    """The first design (severity weights, watchlists and hard rules always inspected), for comparison."""
+    return PolicyConfig(**{**FIRST_DESIGN, **over})
 
 
 def graded_policy(**over: Any) -> PolicyConfig:

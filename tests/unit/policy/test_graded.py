@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from pipeline.core.policy import DecisionPolicy, PolicyConfig, graded_policy
+from pipeline.core.policy import DecisionPolicy, PolicyConfig, first_design, graded_policy
 from tests.unit.policy.test_policy import ROSTERS, T0, Hit, decl
 
 WATCH = Hit("watchlist_hit", lane="physical_inspection", severity="critical", action="hard")
@@ -70,8 +70,9 @@ def test_graded_weights_follow_results() -> None:
     assert policy.grades.stats("rule:")["good"]["hit_rate"] == 1.0
 
 
-def test_the_default_policy_ignores_results() -> None:
-    a, b = DecisionPolicy(PolicyConfig(), ROSTERS), DecisionPolicy(PolicyConfig(), ROSTERS)
+def test_the_default_is_the_graded_design_and_the_first_design_ignores_results() -> None:
+    assert PolicyConfig() == graded_policy()
+    a, b = DecisionPolicy(first_design(), ROSTERS), DecisionPolicy(first_design(), ROSTERS)
     for _ in range(10):
         b.on_result({"grade_keys": ["rule:watchlist_hit", "lead:hotline", "watch:enterprise:E1"]}, False)
     warm(a)

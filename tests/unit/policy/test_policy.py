@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from pipeline.core.decision.budget import BudgetConfig
-from pipeline.core.policy import INSPECTION_LANES, DecisionPolicy, PolicyConfig, importance_weight, uniform
+from pipeline.core.policy import (
+    INSPECTION_LANES,
+    DecisionPolicy,
+    PolicyConfig,
+    first_design,
+    importance_weight,
+    uniform,
+)
 
 HOUR = 3_600_000
 T0 = 1_767_225_600_000  # 2026-01-01
@@ -133,7 +140,7 @@ def test_snapshot_restore_continues_with_the_same_decisions():
     ],
 )
 def test_hard_rules_always_dispatch_even_over_budget_and_are_counted(hit, facts, lane):
-    policy = DecisionPolicy(PolicyConfig(), ROSTERS)
+    policy = DecisionPolicy(first_design(), ROSTERS)  # the graded design caps them (test_graded.py)
     ds = run(policy, [0.01] * 300, hits_for=lambda i: [hit], facts_for=lambda i: facts)
     assert all(d.dispatch and d.selection == "hard_rule" and d.lane == lane for d in ds)
     assert policy.budget.stats("ERL")["over_budget_day"] > 250
