@@ -329,7 +329,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=None, help="first seed (default: the scenario's)")
     ap.add_argument("--budgets", default="0.01,0.02,0.05,0.10", help="inspection budgets for the curves")
     ap.add_argument("--draws", type=int, default=200, help="random draws for the random expectation")
-    ap.add_argument("--policy", choices=("today", "graded", "graded-nocap"), default="today")
+    ap.add_argument("--policy", choices=("today", "graded", "graded-nocap"), default="graded")
     ap.add_argument("--smoke", action="store_true", help="seconds: one seed, a small stream, no plot")
     ap.add_argument("--cost", action="store_true", help="also time the candidate learners (us per call)")
     return ap.parse_args(argv)
@@ -383,7 +383,7 @@ def evaluate(
         for b, c in curves.items()
     }
     if not args.smoke and len(budgets) > 1:
-        suffix = "" if args.policy == "today" else f"_{args.policy}"
+        suffix = "" if args.policy == "graded" else f"_{args.policy}"
         png = RESULTS / f"quality_{args.world}_{Path(name).stem}{suffix}.png"
         rep.plot_curves(curves, png, f"{Path(name).stem}: mean over {args.seeds} seeds, 95% interval")
         out(f"plot: {png}")
@@ -425,7 +425,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         _print(name, r, out)
         if not args.smoke:
             RESULTS.mkdir(parents=True, exist_ok=True)
-            suffix = "" if args.policy == "today" else f"_{args.policy}"
+            suffix = "" if args.policy == "graded" else f"_{args.policy}"
             (RESULTS / f"quality_{args.world}_{name}{suffix}.json").write_text(json.dumps(r, indent=1))
     out(json.dumps(summary))
     return summary
