@@ -40,7 +40,7 @@ class Grades:
         return rec[2] if rec is not None else 0
 
     def stats(self, prefix: str = "") -> dict[str, dict[str, float]]:
-        """Hit rate per key (e.g. ``lead:`` for the intelligence sources): for /api/stats and the live view."""
+        """Hit rate per key under ``prefix`` (``lead:``: per intelligence source, for /api/stats)."""
         return {
             k[len(prefix) :]: {"inspections": n, "found": f, "hit_rate": round(f / n, 4) if n else 0.0}
             for k, (n, f, _) in self.book.items()
