@@ -245,24 +245,22 @@ def _install_timers(w: _Worker) -> None:
     @app.timer(interval=2.0)
     async def reload_watchlists() -> None:
         rt = w.runtime()
-        joiner: Any = rt.engine.joiner
-        if hasattr(joiner, "watch"):
-            try:
-                joiner.watch.replace(await watchlists.load(rt.redis))
-            except REDIS_ERRORS as exc:  # the previous lists stay in force; tried again in 2 s
-                metrics.dependency_retries.labels("redis").inc()
-                log.warning(
-                    "watchlists not reloaded (%s: %s); keeping the previous ones", type(exc).__name__, exc
-                )
-            except Exception:
-                log.exception("watchlists not reloaded; keeping the previous ones")
+        try:
+            rt.engine.joiner.watch.replace(await watchlists.load(rt.redis))
+        except REDIS_ERRORS as exc:  # the previous lists stay in force; tried again in 2 s
+            metrics.dependency_retries.labels("redis").inc()
+            log.warning(
+                "watchlists not reloaded (%s: %s); keeping the previous ones", type(exc).__name__, exc
+            )
+        except Exception:
+            log.exception("watchlists not reloaded; keeping the previous ones")
 
     @app.timer(interval=30.0)
     async def checkpoint() -> None:
         rt = w.runtime()
         if rt.engine.model is not None:
             try:
-                rt.engine.model.champion.checkpoint(w.model_path)
+                rt.engine.model.checkpoint(w.model_path)
             except Exception:  # a full disk must not stop scoring: the next checkpoint tries again
                 log.exception(
                     "model checkpoint to %s failed; check the disk of BUKONG_DATA_DIR", w.model_path
@@ -453,22 +451,15 @@ async def start_health_server(host: str, port: int, registry: CollectorRegistry,
 def _export_rule_errors(rt: Runtime, metrics: Metrics, state: dict[str, Any]) -> None:
     """Once a second: CompiledPack.errors() (cumulative per rule) as bukong_rule_errors deltas, and at most
     one log line a minute per failing rule."""
-    pack: Any = rt.engine.rules
-    if not hasattr(pack, "errors"):
-        return
-    counts: dict[str, int] = pack.errors()
+    pack = rt.engine.rules
+    counts = pack.errors()
     seen = state.get("rule_errors_pack")
     if seen is not pack:  # a new pack counts from zero
         state["rule_errors_pack"] = pack
         state["rule_errors_last"] = {}
     last: dict[str, int] = state["rule_errors_last"]
     logged: dict[str, float] = state.setdefault("rule_errors_logged", {})
-    last_errors: dict[str, Any] = {}
-    if hasattr(pack, "last_errors"):
-        try:
-            last_errors = dict(pack.last_errors())
-        except Exception:  # optional detail only
-            last_errors = {}
+    last_errors = pack.last_errors()
     now = time.monotonic()
     for rule, n in counts.items():
         delta = n - last.get(rule, 0)

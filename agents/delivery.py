@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from pipeline.contracts import events as c
 from pipeline.contracts.events import ContractError
+from pipeline.core.ports import Joiner
 from pipeline.io.codec import dead_letter
 from pipeline.io.metrics import Metrics
 
@@ -295,10 +296,8 @@ class BatchStats:
     retries: int = 0
 
 
-def late_dead_letters(joiner: Any, metrics: Metrics, now_ms: int) -> list[dict[str, Any]]:
+def late_dead_letters(joiner: Joiner, metrics: Metrics, now_ms: int) -> list[dict[str, Any]]:
     """Events the joiner found too late to fold in: dead-lettered, never silently dropped."""
-    if not hasattr(joiner, "drain_late"):
-        return []
     dead = []
     for topic, ev in joiner.drain_late():
         err = ContractError(

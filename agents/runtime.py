@@ -281,9 +281,8 @@ class Runtime:
             state, applied = await self.retry(
                 "redis", "restoring partition state", lambda: cl.load(partitions, topics)
             )
-            joiner: Any = self.engine.joiner
-            if state and hasattr(joiner, "restore_keys"):
-                joiner.restore_keys(state)
+            if state:
+                self.engine.joiner.restore_keys(state)
             self.applied.update(applied)
         return len(state)
 
@@ -439,9 +438,8 @@ class Runtime:
         self.stats.commands += len(fresh)
         self.stats.notifications += len(notes)
         dirty: dict[str, bytes | None] = {}
-        joiner: Any = self.engine.joiner
-        if self.changelog is not None and hasattr(joiner, "drain_dirty"):
-            dirty = joiner.drain_dirty()
+        if self.changelog is not None:
+            dirty = self.engine.joiner.drain_dirty()
         if not (events or decisions or dirty or recovered):
             return
         counts = {

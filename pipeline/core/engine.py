@@ -18,9 +18,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from features.geometry import distance_to_polyline_km, haversine_km
 from pipeline.contracts import events as c
-from pipeline.contracts.commands import SEVERITY_BY_LANE, make_command
-from pipeline.core.policy import lane_rank
+from pipeline.contracts.commands import make_command
+from pipeline.core.policy import RulePolicy, importance_weight
+from pipeline.core.ports import Joiner, Model, Policy, SnapshotStore
 
 DEFAULT_DEADLINE_MS = 30 * 60 * 1000  # a command must be acted on within 30 min of event time
 MIN = 60_000
@@ -33,7 +35,6 @@ LANE_DEADLINE_MS = {
     "release": 0,
 }
 INTERCEPT_SPEED_KMH = 50.0
-LANE_RANK = {lane: i for i, lane in enumerate(c.LANES)}
 
 
 class ReadyLike(Protocol):
@@ -42,12 +43,6 @@ class ReadyLike(Protocol):
     missing: list[str]
     trigger_topic: str
     trigger_ts_ms: int
-
-
-class Joiner(Protocol):
-    def on_event(self, topic: str, ev: dict[str, Any]) -> list[Any]: ...
-
-    def advance(self, watermark_ms: int) -> list[Any]: ...
 
 
 class HitLike(Protocol):
@@ -65,6 +60,10 @@ class RuleSet(Protocol):
 
     def evaluate(self, facts: dict[str, Any]) -> list[Any]: ...
 
+    def errors(self) -> dict[str, int]: ...  # evaluations per rule that ended in an error (no hit)
+
+    def last_errors(self) -> dict[str, str]: ...  # the last error message per failing rule
+
 
 @dataclass(slots=True)
 class Decision:
@@ -78,14 +77,6 @@ class Decision:
     hits: list[Any] = field(default_factory=list)
     shadow_hits: list[Any] = field(default_factory=list)
     notification: dict[str, Any] | None = None
-
-
-def _lane_of(hits: list[Any]) -> str:
-    lane = "release"
-    for h in hits:
-        if lane_rank(h.lane) > lane_rank(lane):  # the more intrusive lane wins when several rules fire
-            lane = h.lane
-    return lane
 
 
 @dataclass(slots=True)
@@ -111,9 +102,9 @@ class Engine:
 
     joiner: Joiner
     rules: RuleSet
-    model: Any = None  # pipeline.core.model.ModelRegistry
-    policy: Any = None  # pipeline.core.policy.DecisionPolicy
-    snapshots: Any = None  # pipeline.core.decision.snapshots.SnapshotStore
+    model: Model | None = None  # without one, an active hit scores 1 and none scores 0
+    policy: Policy = field(default_factory=RulePolicy)  # owns the whole decision
+    snapshots: SnapshotStore | None = None
     deadline_ms: int = DEFAULT_DEADLINE_MS
     explain_k: int = 3
     squads: tuple[Any, ...] = ()  # mobile squads (id, lat, lon, roster): intercepts go to the nearest one
@@ -158,29 +149,15 @@ class Engine:
                 "text": "; ".join(h.reason for h in emergency),
             }
         score = self.model.score(facts) if self.model is not None else (1.0 if hits else 0.0)
-        if self.policy is not None:
-            pd = self.policy.decide(decl, facts, all_hits, score, decided_ts)
-            lane, dispatch, severity = pd.lane, pd.dispatch, pd.severity
-            reasons, selection, prob, officers, site = (
-                pd.reasons,
-                pd.selection,
-                pd.selection_prob,
-                pd.officers,
-                pd.site,
-            )
-            risk = pd.risk
-        else:
-            lane = "release" if emergency else _lane_of(hits)
-            dispatch = lane != "release"
-            severity = max((h.severity for h in hits), key=_severity_rank, default=SEVERITY_BY_LANE[lane])
-            reasons = [{"rule_id": h.rule_id, "text": h.reason, "evidence": h.evidence} for h in hits]
-            selection, prob, officers, site, risk = "rule", 1.0, [], decl["port"], score
+        pd = self.policy.decide(decl, facts, all_hits, score, decided_ts)
+        lane, dispatch, severity, reasons = pd.lane, pd.dispatch, pd.severity, pd.reasons
+        selection, prob, officers, site, risk = pd.selection, pd.selection_prob, pd.officers, pd.site, pd.risk
         command = None
         deadline = decided_ts + self.lane_deadline_ms.get(lane, self.deadline_ms)
         if dispatch and lane == "intercept" and facts.get("track_present") and self.squads:
             site, officers, deadline = self._route_intercept(decl["decl_id"], facts, decided_ts, officers)
         if dispatch:
-            factors = self.model.champion.explain(facts, self.explain_k) if self.model is not None else []
+            factors = self.model.explain(facts, self.explain_k) if self.model is not None else []
             model_version = self.model.version if self.model is not None else 0
             command = make_command(
                 decl=decl,
@@ -212,7 +189,7 @@ class Engine:
                     rule_ids=command["rule_ids"],
                     port=decl["port"],
                     command_id=command["command_id"],
-                    grade_keys=self.policy.grade_keys(decl, facts, hits) if self.policy is not None else [],
+                    grade_keys=self.policy.grade_keys(decl, facts, hits),
                 )
         return Decision(decl, facts, lane, dispatch, command, hits, shadow, notification)
 
@@ -220,12 +197,9 @@ class Engine:
         self, decl_id: str, facts: dict[str, Any], decided_ts: int, officers: list[str]
     ) -> tuple[str, list[str], int]:
         """The mobile squad nearest the vehicle's latest fix, its officers, and the time to the border."""
-        from features.geometry import distance_to_polyline_km, haversine_km
-
         pos = (float(facts["last_lat"]), float(facts["last_lon"]))
         squad = min(self.squads, key=lambda s: haversine_km(pos, (s.lat, s.lon)))
-        if self.policy is not None:
-            officers = self.policy.officers(decl_id, squad.id, "intercept")
+        officers = self.policy.officers(decl_id, squad.id, "intercept")
         deadline = decided_ts + self.lane_deadline_ms["intercept"]
         if self.border:
             km = distance_to_polyline_km(pos, self.border)
@@ -250,11 +224,9 @@ class Engine:
         label = ev["outcome"] == "violation"
         drift = None
         learned = False
-        if self.policy is not None and ev["outcome"] in ("violation", "clean"):
+        if ev["outcome"] in ("violation", "clean"):
             self.policy.on_result(meta, label)  # grades the rules, lead source and watched entities
         if self.model is not None and ev["outcome"] in ("violation", "clean"):
-            from pipeline.core.policy import importance_weight
-
             weight = importance_weight(meta.get("selection", "rule"), meta.get("selection_prob", 1.0))
             drift = self.model.learn(snap.facts, label, weight, ev["ts_ms"])
             learned = True
@@ -268,13 +240,6 @@ class Engine:
             learned,
             drift,
         )
-
-
-_SEV = {s: i for i, s in enumerate(c.SEVERITIES)}
-
-
-def _severity_rank(s: str) -> int:
-    return _SEV.get(s, 0)
 
 
 def replay(engine: Engine, events: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Decision]:

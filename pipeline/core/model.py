@@ -258,6 +258,14 @@ class ModelRegistry:
             self.shadow_scores += 1
         return self.champion.score(facts)
 
+    def explain(self, facts: Mapping[str, Any], k: int = 3) -> list[dict[str, Any]]:
+        """The champion's top factors for these facts (it made the decision)."""
+        return self.champion.explain(facts, k)
+
+    def checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Save the champion (the challenger is an experiment: it is not kept across restarts)."""
+        self.champion.checkpoint(path)
+
     def learn(
         self, facts_snapshot: Mapping[str, Any], label: bool, weight: float = 1.0, ts_ms: int = 0
     ) -> DriftEvent | None:

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.contracts.commands import SEVERITY_BY_LANE
 from pipeline.core.decision.budget import BudgetConfig, BudgetController
 from pipeline.core.decision.grades import Grades
 
@@ -353,3 +354,36 @@ def lane_rank(lane: str) -> int:
 
 def _sev_rank(sev: str) -> int:
     return _SEVERITIES.index(sev) if sev in _SEVERITIES else 0
+
+
+class RulePolicy:
+    """The decision with rules alone: no model, no budget, no random picks (the first path, rule tests).
+
+    The most intrusive lane among the active hits decides, an active ``emergency_release`` releases, the
+    highest severity among the hits (else the lane's own) is the command's.
+    """
+
+    def decide(
+        self, decl: Mapping[str, Any], facts: Mapping[str, Any], hits: Sequence[Any], score: float, ts_ms: int
+    ) -> Decision:
+        active = [h for h in hits if h.status == "active"]
+        lane = "release"
+        if not any(h.action == "emergency_release" for h in active):
+            for h in active:
+                if lane_rank(h.lane) > lane_rank(lane):  # the more intrusive lane wins
+                    lane = h.lane
+        severity = max((h.severity for h in active), key=_sev_rank, default=SEVERITY_BY_LANE[lane])
+        reasons = [{"rule_id": h.rule_id, "text": h.reason, "evidence": h.evidence} for h in active]
+        return Decision(lane, severity, "rule", 1.0, [], decl["port"], reasons, lane != "release", score, 0.0)
+
+    def officers(self, decl_id: str, site: str, lane: str) -> list[str]:
+        return []
+
+    def grade_keys(self, decl: Mapping[str, Any], facts: Mapping[str, Any], hits: Sequence[Any]) -> list[str]:
+        return []
+
+    def on_result(self, meta: Mapping[str, Any], violation: bool) -> None:
+        return None
+
+    def use_ratios(self) -> dict[str, float]:
+        return {}
