@@ -324,7 +324,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--scenario", default="baseline", help="baseline | drift | border-surge | FILE | all")
     ap.add_argument("--world", choices=("sim", "synthetic"), default="sim")
-    ap.add_argument("--days", type=int, default=3)
+    ap.add_argument(
+        "--days", type=int, default=None, help="default 3, or through the day after a new typology"
+    )
     ap.add_argument("--seeds", type=int, default=5, help="worlds: the scenario's seed and the next ones")
     ap.add_argument("--seed", type=int, default=None, help="first seed (default: the scenario's)")
     ap.add_argument("--budgets", default="0.01,0.02,0.05,0.10", help="inspection budgets for the curves")
@@ -352,10 +354,11 @@ def evaluate(
     from benchmarks import quality_report as rep
 
     runs: dict[float, list[dict[str, dict[str, Any]]]] = {b: [] for b in budgets}
+    days = 1 if args.smoke else (args.days or _default_days(name, args.world))
     main_budget, world_seed = TARGET, args.seed
     for k in range(args.seeds):
         seed = None if world_seed is None and k == 0 else (world_seed or 0) + k
-        w = load_world(name, args.world, 1 if args.smoke else args.days, seed)
+        w = load_world(name, args.world, days, seed)
         if world_seed is None:
             world_seed = w.seed
         items = w.items[:6000] if args.smoke else w.items
@@ -373,7 +376,7 @@ def evaluate(
             rows.update({s.name: rep.row(s, value, b, w) for s in strategies})
             runs[b].append(rows)
     curves = {b: rep.aggregate(r) for b, r in runs.items()}
-    result = {"budget": main_budget, "seeds": args.seeds, "days": 1 if args.smoke else args.days}
+    result = {"budget": main_budget, "seeds": args.seeds, "days": days}
     result.update(curves[main_budget])
     result["curves"] = {
         str(b): {
@@ -388,6 +391,16 @@ def evaluate(
         rep.plot_curves(curves, png, f"{Path(name).stem}: mean over {args.seeds} seeds, 95% interval")
         out(f"plot: {png}")
     return result
+
+
+def _default_days(name: str, world: str) -> int:
+    """Three days, or through the day after the last phase of a sim scenario (its new typology's test)."""
+    if world != "sim":
+        return 3
+    from pipeline.apps.sim.scenario import load_scenario
+
+    phases = load_scenario(name).phases
+    return max(3, int(max((ph.at_day for ph in phases), default=0)) + 2)
 
 
 def _print(name: str, r: dict[str, Any], out: Callable[[str], None]) -> None:
