@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from pipeline.core.assemble import build_joiner
+from pipeline.core.assemble import build_engine, build_joiner
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -39,12 +39,8 @@ from features.schema import declaration_facts  # noqa: E402
 from pipeline.apps.sim.scenario import load_scenario  # noqa: E402
 from pipeline.apps.sim.world import Simulator  # noqa: E402
 from pipeline.contracts import sites  # noqa: E402
-from pipeline.core.decision.snapshots import SnapshotStore  # noqa: E402
 from pipeline.core.engine import Engine  # noqa: E402
-from pipeline.core.model import ModelRegistry, RiskModel  # noqa: E402
-from pipeline.core.policy import DecisionPolicy  # noqa: E402
 from pipeline.io.codec import decode_event  # noqa: E402
-from rules.engine import load_default_pack  # noqa: E402
 
 CROSSINGS = tuple(sites.CROSSINGS.values())
 CORRIDORS = tuple(sites.CORRIDORS.values())
@@ -114,15 +110,7 @@ class NaiveJoin:
 
 
 def engine(joiner: Any) -> Engine:
-    return Engine(
-        joiner=joiner,
-        rules=load_default_pack(),
-        model=ModelRegistry(RiskModel()),
-        policy=DecisionPolicy(rosters=sites.rosters()),
-        snapshots=SnapshotStore(),
-        squads=sites.MOBILE_SQUADS,
-        border=sites.BORDER,
-    )
+    return build_engine(joiner=joiner)
 
 
 def run(name: str, eng: Engine, records: list[tuple[str, bytes]], now_ms: int) -> dict[str, Any]:

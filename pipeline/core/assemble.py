@@ -18,6 +18,7 @@ from pipeline.core.decision.snapshots import SnapshotStore
 from pipeline.core.engine import Engine
 from pipeline.core.model import ModelRegistry, RiskModel
 from pipeline.core.policy import DecisionPolicy
+from pipeline.core.ports import Joiner
 from rules.engine import load_default_pack
 
 log = logging.getLogger("bukong.core")
@@ -39,15 +40,18 @@ def build_joiner(watchlists: Watchlists | None = None, **overrides: Any) -> Feat
     return FeatureEngine(feature_config(**overrides), watchlists=watchlists)
 
 
-def build_engine(settings: Settings | None = None, model_path: Path | None = None) -> Engine:
+def build_engine(
+    settings: Settings | None = None, model_path: Path | None = None, joiner: Joiner | None = None
+) -> Engine:
     """The production engine: the live rule pack, the champion model (restored from ``model_path`` when it
-    holds one), the budgeted decision policy with the sites' rosters, and the snapshot store."""
+    holds one), the budgeted decision policy with the sites' rosters, and the snapshot store. ``joiner``
+    replaces the production join (the core benchmark's baselines)."""
     settings = settings or Settings()
     champion = RiskModel()
     if model_path is not None and champion.restore(model_path):
         log.info("model restored from %s (version %d)", model_path, champion.version)
     return Engine(
-        joiner=build_joiner(),
+        joiner=joiner if joiner is not None else build_joiner(),
         rules=load_default_pack(settings.rule_pack),
         model=ModelRegistry(champion),
         policy=DecisionPolicy(rosters=sites.rosters()),

@@ -236,26 +236,20 @@ class RiskModel:
 
 
 class ModelRegistry:
-    """The champion decides; an optional challenger scores in shadow and learns the same labels.
+    """The live model as the engine sees it: the champion that decides, its version, its checkpoint.
 
-    Both are graded on every label by log-loss (progressive validation: scored before they learn), so a
-    ``promote()`` command can be judged on ``compare()``.
+    One place to swap the champion (a restored checkpoint, a retrained model) without the engine or the
+    agents holding a reference to the model itself.
     """
 
-    def __init__(self, champion: RiskModel | None = None, challenger: RiskModel | None = None) -> None:
+    def __init__(self, champion: RiskModel | None = None) -> None:
         self.champion = champion or RiskModel()
-        self.challenger = challenger
-        self._loss = {"champion": [0.0, 0], "challenger": [0.0, 0]}
-        self.shadow_scores = 0
 
     @property
     def version(self) -> int:
         return self.champion.version
 
     def score(self, facts: Mapping[str, Any]) -> float:
-        if self.challenger is not None:
-            self.challenger.score(facts)
-            self.shadow_scores += 1
         return self.champion.score(facts)
 
     def explain(self, facts: Mapping[str, Any], k: int = 3) -> list[dict[str, Any]]:
@@ -263,38 +257,9 @@ class ModelRegistry:
         return self.champion.explain(facts, k)
 
     def checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Save the champion (the challenger is an experiment: it is not kept across restarts)."""
         self.champion.checkpoint(path)
 
     def learn(
         self, facts_snapshot: Mapping[str, Any], label: bool, weight: float = 1.0, ts_ms: int = 0
     ) -> DriftEvent | None:
-        pairs = [("champion", self.champion)]
-        if self.challenger is not None:
-            pairs.append(("challenger", self.challenger))
-        for role, m in pairs:
-            p = min(max(m.score(facts_snapshot), 1e-6), 1 - 1e-6)
-            acc = self._loss[role]
-            acc[0] += -math.log(p if label else 1 - p)
-            acc[1] += 1
-        if self.challenger is not None:
-            self.challenger.learn(facts_snapshot, label, weight, ts_ms)
         return self.champion.learn(facts_snapshot, label, weight, ts_ms)
-
-    def compare(self) -> dict[str, float | None]:
-        """Mean log-loss on the labels seen since the challenger was set (lower is better)."""
-        return {role: (s / n if n else None) for role, (s, n) in self._loss.items()}
-
-    def set_challenger(self, model: RiskModel) -> None:
-        self.challenger = model
-        self._loss = {"champion": [0.0, 0], "challenger": [0.0, 0]}
-
-    def promote(self) -> int:
-        """The challenger becomes champion with a version above the old champion's. Returns it."""
-        if self.challenger is None:
-            raise ValueError("no challenger to promote")
-        new = self.challenger
-        new.version = max(new.version, self.champion.version) + 1
-        self.champion, self.challenger = new, None
-        self._loss = {"champion": [0.0, 0], "challenger": [0.0, 0]}
-        return new.version

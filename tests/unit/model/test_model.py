@@ -9,7 +9,7 @@ import pytest
 
 from features.schema import FACT_TYPES
 from pipeline.core.decision.encode import encode
-from pipeline.core.model import DriftEvent, ModelRegistry, RiskModel, SnapshotStore
+from pipeline.core.model import DriftEvent, RiskModel, SnapshotStore
 
 NEUTRAL = {"decl_id": "d0", "credit_grade": "general", "mode": "road", "port": "ERL", "unit_value_ratio": 1.0}
 
@@ -156,24 +156,6 @@ def test_drift_on_the_error_stream_is_reported_and_a_stable_stream_is_quiet():
     assert found and isinstance(found[0], DriftEvent)
     assert drifting.drift_count == len(found) and found[0].ts_ms >= 10_000
     assert found[0].error_after > found[0].error_before
-
-
-def test_challenger_scores_in_shadow_and_promotion_bumps_the_version():
-    reg = ModelRegistry(RiskModel())
-    probe = facts(sd_crossings_24h=9)
-    with pytest.raises(ValueError):
-        reg.promote()
-    reg.set_challenger(RiskModel(lr=0.2, priors={}))
-    champion_score = reg.champion.score(probe)
-    assert reg.score(probe) == champion_score and reg.shadow_scores == 1
-    for f, y in _stream(1000, 6):
-        reg.learn(f, y)
-    losses = reg.compare()
-    assert losses["champion"] is not None and losses["challenger"] is not None
-    old = reg.version
-    challenger = reg.challenger
-    assert reg.promote() == old + 1
-    assert reg.champion is challenger and reg.challenger is None and reg.version == old + 1
 
 
 def _warm(m, n=300):
