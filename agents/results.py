@@ -93,7 +93,7 @@ async def _stored_snapshots(rt: Runtime, results: list[dict[str, Any]]) -> dict[
     for r, body in zip(missing, bodies, strict=True):
         if body:
             cmd = orjson.loads(body)
-            meta = {k: cmd[k] for k in ("selection", "selection_prob", "rule_ids", "port", "command_id")}
+            meta = rt.engine.snapshot_meta(cmd)
             stored[r["decl_id"]] = Snapshot(cmd["decl_id"], cmd["decided_ts_ms"], cmd["facts"], meta)
     return stored
 

@@ -180,17 +180,7 @@ class Engine:
                 trigger=dict(trigger or {}, topic=ready.trigger_topic),
             )
             if self.snapshots is not None:
-                self.snapshots.put(
-                    decl["decl_id"],
-                    facts,
-                    decided_ts,
-                    selection=selection,
-                    selection_prob=prob,
-                    rule_ids=command["rule_ids"],
-                    port=decl["port"],
-                    command_id=command["command_id"],
-                    grade_keys=self.policy.grade_keys(decl, facts, hits),
-                )
+                self.snapshots.put(decl["decl_id"], facts, decided_ts, **self.snapshot_meta(command))
         return Decision(decl, facts, lane, dispatch, command, hits, shadow, notification)
 
     def _route_intercept(
@@ -206,6 +196,21 @@ class Engine:
             eta = int(km / INTERCEPT_SPEED_KMH * 60 * MIN)
             deadline = decided_ts + max(15 * MIN, min(eta, 120 * MIN))
         return squad.id, officers, deadline
+
+    def snapshot_meta(self, command: dict[str, Any]) -> dict[str, Any]:
+        """What a dispatched command's result needs to teach: how it was selected and what it grades.
+
+        Built from the command alone, so a worker that restarted (its snapshots gone) rebuilds the same
+        metadata from the command it stored."""
+        facts = command["facts"]
+        return {
+            "selection": command["selection"],
+            "selection_prob": command["selection_prob"],
+            "rule_ids": command["rule_ids"],
+            "port": command["port"],
+            "command_id": command["command_id"],
+            "grade_keys": self.policy.grade_keys(facts, facts, [{"rule_id": r} for r in command["rule_ids"]]),
+        }
 
     def on_result(self, ev: dict[str, Any], snapshot: Any = None) -> Learned | None:
         """An inspection result: learn from the facts as they were when the declaration was scored.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import orjson
 import pytest
 
 from features.engine import FeatureConfig, FeatureEngine
@@ -127,3 +128,21 @@ def test_an_inspection_result_teaches_the_violation_history_the_next_declaration
     assert eng.on_result(result) is not None, "the engine dispatched it, so it knows its snapshot"
     second = decide("MN-H2", T0 + 3_800_000, 30_000.0)
     assert second.facts["ent_violation_rate"] > first.facts["ent_violation_rate"]
+
+
+def test_a_restarted_worker_rebuilds_the_same_snapshot_metadata_from_the_stored_command() -> None:
+    """After a restart the snapshots are gone and a result's metadata comes from the stored command: it must
+    grade the same rules, lead source and watched entities as the snapshot taken at decision time."""
+    from pipeline.core.assemble import build_engine
+
+    eng = build_engine()
+    eng.joiner.watch.add("enterprise", "E1", "informant", 2**62)
+    d = {**decl("MN-S1", ts=T0), "decl_id": "D-MN-S1"}
+    out = eng.process(c.DECLARATIONS, d) + eng.process(c.LOGISTICS, weigh("MN-S1", 36_000.0, T0 + 1_000))
+    (decision,) = [x for x in out if x.decl["decl_id"] == "D-MN-S1"]
+    assert decision.command is not None
+    kept = eng.snapshots.get("D-MN-S1") if eng.snapshots is not None else None
+    assert kept is not None
+    rebuilt = eng.snapshot_meta(orjson.loads(orjson.dumps(decision.command)))
+    assert rebuilt == kept.meta
+    assert "lead:informant" in rebuilt["grade_keys"] and "watch:enterprise:E1" in rebuilt["grade_keys"]
