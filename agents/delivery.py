@@ -109,6 +109,22 @@ end
 return out
 """
 
+# Results and confirmed violations per intelligence-lead source, bounded. KEYS: the lead-stats hash. ARGV:
+# max sources, the name further sources count under, then (source, results, confirmed) per source. Every
+# source has both fields, so the hash holds at most 2 * max fields plus the two of the overflow name.
+LEAD_STATS_LUA = """
+local max, other = tonumber(ARGV[1]), ARGV[2]
+for i = 3, #ARGV, 3 do
+  local src = ARGV[i]
+  if redis.call('HEXISTS', KEYS[1], src .. '|results') == 0 and redis.call('HLEN', KEYS[1]) >= 2 * max then
+    src = other
+  end
+  redis.call('HINCRBY', KEYS[1], src .. '|results', ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[1], src .. '|confirmed', ARGV[i + 2])
+end
+return 1
+"""
+
 
 @dataclass(slots=True)
 class Record:

@@ -1,5 +1,5 @@
-"""Decisions counted per batch; inspection results: learn from the facts as scored, grade rules, move the
-command's status.
+"""Decisions counted per batch; inspection results: learn from the facts as scored, count results and
+confirmed violations per rule, site and intelligence-lead source, move the command's status.
 
 A result names a command; its scoring-time snapshot comes from the engine's store, or (scored by another
 worker or before a restart) from the command Redis holds. Called by ``Runtime.on_results`` under its lock.
@@ -12,9 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agents.delivery import RESULT_LUA, Out, Record, log
+from agents.delivery import LEAD_STATS_LUA, RESULT_LUA, Out, Record, log
 from pipeline.contracts import events as c
-from pipeline.contracts.commands import DRIFT_STREAM_KEY, RULE_STATS_KEY, STATUS_PREFIX
+from pipeline.contracts.commands import (
+    DRIFT_STREAM_KEY,
+    LEAD_OTHER,
+    LEAD_STATS_KEY,
+    MAX_LEAD_SOURCE_CHARS,
+    MAX_LEAD_SOURCES,
+    RULE_STATS_KEY,
+    STATUS_PREFIX,
+)
 from pipeline.contracts.events import ContractError
 from pipeline.core.decision.snapshots import Snapshot
 from pipeline.core.engine import Decision, Learned
@@ -39,6 +47,7 @@ async def on_results(rt: Runtime, records: Sequence[Record]) -> list[Learned]:
             dead.append(rt._dead(rec, exc, now_ms))
     stored = await _stored_snapshots(rt, results)
     learned, incr, drifts = _learn(rt, results, stored)
+    leads = lead_counts(learned)
     if rt.engine.model is not None:
         m.model_version.set(rt.engine.model.version)
     keys = [STATUS_PREFIX + r["command_id"] for r in results]
@@ -52,11 +61,13 @@ async def on_results(rt: Runtime, records: Sequence[Record]) -> list[Learned]:
             pipe.eval(RESULT_LUA, len(keys), *keys, *args)
         for k, v in incr.items():
             pipe.hincrby(RULE_STATS_KEY, k, v)
+        if leads:
+            pipe.eval(LEAD_STATS_LUA, 1, LEAD_STATS_KEY, MAX_LEAD_SOURCES, LEAD_OTHER, *leads)
         for d in drifts:
             pipe.xadd(DRIFT_STREAM_KEY, {"d": d}, maxlen=1000, approximate=True)
         return pipe.execute()
 
-    if keys or incr or drifts:
+    if keys or incr or leads or drifts:
         res = await rt.retry("redis", "saving inspection results", write)
         if keys:
             unknown = [r["command_id"] for r, ok in zip(results, res[0], strict=True) if not int(ok)]
@@ -126,6 +137,19 @@ def _learn(
             m.drift_events.inc()
             drifts.append(orjson.dumps(out.drift.as_dict()))
     return learned, incr, drifts
+
+
+def lead_counts(learned: Sequence[Learned]) -> list[Any]:
+    """Results and confirmed violations per lead source of the watched declarations among ``learned``, as
+    ``LEAD_STATS_LUA`` takes them: (source, results, confirmed) flattened. Counted as the rules count theirs:
+    every result, confirmed when the outcome is a violation."""
+    per: dict[str, list[int]] = {}
+    for out in learned:
+        if out.lead_source:
+            n = per.setdefault(out.lead_source[:MAX_LEAD_SOURCE_CHARS], [0, 0])
+            n[0] += 1
+            n[1] += out.outcome == "violation"
+    return [x for src, (results, confirmed) in per.items() for x in (src, results, confirmed)]
 
 
 def tally(

@@ -3,8 +3,9 @@
 The workers count in Redis, in the hash ``RULE_STATS_KEY`` (pipeline/contracts/commands.py):
 ``"rule|port|metric" -> count``, metric one of hits, shadow_hits, dispatched, results, confirmed. The web API
 (``GET /api/stats``) and ``bukong rules stats`` read that hash and turn it into figures here, the one place
-where the hit rate is computed: ``hit_rate = confirmed / results`` (None before the first result). Pure: the
-callers read Redis, this module never does.
+where the hit rate is computed: ``hit_rate = confirmed / results`` (None before the first result). The same
+for intelligence-lead sources, from the hash ``LEAD_STATS_KEY`` (``"source|metric" -> count``, metric results
+or confirmed): ``leads()``. Pure: the callers read Redis, this module never does.
 """
 
 from __future__ import annotations
@@ -34,3 +35,19 @@ def tally(counters: Mapping[bytes, bytes]) -> tuple[dict[str, dict[str, Any]], d
     for d in (*per_rule.values(), *per_site.values()):
         d["hit_rate"] = hit_rate(d.get("confirmed", 0), d.get("results", 0))
     return per_rule, per_site
+
+
+def leads(counters: Mapping[bytes, bytes]) -> dict[str, dict[str, Any]]:
+    """Per lead source ``{"results", "confirmed", "hit_rate"}`` from the raw lead-stats hash. A source may
+    hold ``|`` (the metric is after the last one); other metrics, malformed keys and non-counts are
+    skipped."""
+    out: dict[str, dict[str, Any]] = {}
+    for k, v in counters.items():
+        source, sep, metric = k.decode(errors="replace").rpartition("|")
+        if not sep or metric not in ("results", "confirmed") or not v.isdigit():
+            continue
+        d = out.setdefault(source, {"results": 0, "confirmed": 0})
+        d[metric] += int(v)
+    for d in out.values():
+        d["hit_rate"] = hit_rate(d["confirmed"], d["results"])
+    return out

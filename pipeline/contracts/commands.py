@@ -19,6 +19,13 @@ NOTIFY_STREAM_KEY = "bukong:notifications"
 STATS_KEY = "bukong:stats"  # HASH of running totals: events, dead_letters, decisions, hits, commands
 RULES_KEY = "bukong:rules"  # HASH rule id -> JSON {id, title, lane, severity, status, scope} of the live pack
 RULE_STATS_KEY = "bukong:rulestats"  # HASH "rule|port|metric" -> count (hits, dispatched, results, confirmed)
+# HASH "source|metric" -> count (results, confirmed) per intelligence-lead source (watch_source). Bounded:
+# at most MAX_LEAD_SOURCES sources by name (cut to MAX_LEAD_SOURCE_CHARS), any further one counts under
+# LEAD_OTHER
+LEAD_STATS_KEY = "bukong:leadstats"
+MAX_LEAD_SOURCES = 64
+MAX_LEAD_SOURCE_CHARS = 64
+LEAD_OTHER = "(other)"
 DRIFT_STREAM_KEY = "bukong:drift"  # XADD drift events for the live view
 META_KEY = "bukong:meta"  # HASH pack_version, model_version, updated_ms
 READY_KEY = "bukong:workers:ready"  # HASH worker id -> assigned partitions, set on each rebalance

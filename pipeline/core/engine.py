@@ -91,6 +91,7 @@ class Learned:
     selection: str
     learned: bool
     drift: Any = None
+    lead_source: str = ""  # the watchlist lead's source (facts' watch_source), if the declaration was watched
 
 
 @dataclass
@@ -244,6 +245,7 @@ class Engine:
             meta.get("selection", "rule"),
             learned,
             drift,
+            str(snap.facts.get("watch_source") or ""),
         )
 
 

@@ -1,11 +1,15 @@
-"""The live view in headless Chromium: a hit from the running pipeline appears live; its detail opens."""
+"""The live view in headless Chromium: a hit from the running pipeline appears live; its detail opens; its
+result moves the lead source's hit rate."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+import redis
 
+from agents import watchlists
 from pipeline.contracts import events as c
 from tests.browser.conftest import OUT, page_in
 from tests.conftest import Stack, declaration, weighbridge
@@ -13,11 +17,14 @@ from tests.conftest import Stack, declaration, weighbridge
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
-def test_a_live_hit_appears_and_its_detail_opens(
+def test_a_live_hit_appears_its_detail_opens_and_its_result_grades_the_lead(
     stack: Stack, web: tuple[str, str], browser: Any, uid: str
 ) -> None:
     base, token = web
     OUT.mkdir(exist_ok=True)
+    r = redis.Redis.from_url(stack.srv.redis_url)
+    watchlists.put(r, "conveyance", f"BROWSER-{uid}", "hotline", int(time.time() * 1000) + 3_600_000)
+    time.sleep(2.5)  # workers reload watchlists every 2 s
     with page_in(browser, "en-US") as page:
         page.goto(f"{base}#token={token}")
         page.wait_for_selector("#app:not([hidden])", timeout=15_000)
@@ -37,7 +44,17 @@ def test_a_live_hit_appears_and_its_detail_opens(
         assert page.locator("#detail svg#map polyline").count() >= 1  # border and corridors, drawn offline
         page.click("#b-ack")
         page.wait_for_function("document.querySelector('#act-msg').textContent === 'acknowledged'")
+        # the declaration was on a watchlist: its result counts for the lead's source
+        page.select_option("#r-outcome", "violation")
+        page.click("#b-result")
+        lead = page.locator("#per-lead tr[data-key='hotline']")
+        lead.wait_for(timeout=20_000)
+        assert int(lead.get_attribute("data-confirmed") or 0) >= 1 and lead.get_attribute("data-hit-rate")
+        assert "Lead sources" in page.inner_text("#stats") and "hotline" in lead.inner_text()
+        assert lead.locator("td.rate").inner_text().endswith("%")
         page.screenshot(path=str(OUT / "live-view.png"), full_page=True)
+        page.click("#lang button[data-lang='zh']")
+        assert "线索来源" in page.inner_text("#stats") and "举报热线" in lead.inner_text()
 
 
 def test_the_page_keeps_up_with_100_hits_per_second(

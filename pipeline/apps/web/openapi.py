@@ -150,11 +150,25 @@ SCHEMAS: dict[str, Any] = {
     },
     "Stats": {
         "type": "object",
-        "required": ["totals", "rules", "sites", "meta", "drift"],
+        "required": ["totals", "rules", "sites", "leads", "meta", "drift"],
         "properties": {
             "totals": {"type": "object", "additionalProperties": {"type": "integer"}},
             "rules": {"type": "object", "additionalProperties": {"type": "object"}},
             "sites": {"type": "object", "additionalProperties": {"type": "object"}},
+            "leads": {
+                "type": "object",
+                "description": "per intelligence-lead source (watchlist entries' source): results, confirmed "
+                "violations and hit rate (confirmed / results, null before a result)",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["results", "confirmed", "hit_rate"],
+                    "properties": {
+                        "results": {"type": "integer", "minimum": 0},
+                        "confirmed": {"type": "integer", "minimum": 0},
+                        "hit_rate": {"type": "number", "nullable": True, "minimum": 0, "maximum": 1},
+                    },
+                },
+            },
             "meta": {"type": "object", "additionalProperties": {"type": "string"}},
             "drift": {"type": "array", "items": {"type": "object"}},
         },
@@ -262,7 +276,7 @@ def _hit_paths() -> dict[str, Any]:
         },
         "/api/stats": {
             "get": _get(
-                "totals, per-rule and per-site hit rates, versions, drift",
+                "totals, per-rule, per-site and per-lead-source hit rates, versions, drift",
                 _json(_ref("Stats"), "stats"),
                 {"503": E503},
             )

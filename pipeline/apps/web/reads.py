@@ -17,13 +17,14 @@ from pipeline.apps.web.context import ROLE_KEY, Context, error, json_response
 from pipeline.apps.web.openapi import openapi_document
 from pipeline.contracts.commands import (
     DRIFT_STREAM_KEY,
+    LEAD_STATS_KEY,
     LIVE_STREAM_KEY,
     META_KEY,
     RULE_STATS_KEY,
     RULES_KEY,
     STATS_KEY,
 )
-from rules.stats import tally
+from rules.stats import leads, tally
 
 log = logging.getLogger("bukong.web")
 STATIC = Path(__file__).parent / "static"
@@ -143,7 +144,8 @@ class Reads:
         pipe.hgetall(RULE_STATS_KEY)
         pipe.hgetall(META_KEY)
         pipe.xrevrange(DRIFT_STREAM_KEY, count=20)
-        totals, rules, meta, drift = await pipe.execute()
+        pipe.hgetall(LEAD_STATS_KEY)
+        totals, rules, meta, drift, lead_counts = await pipe.execute()
         per_rule, per_site = tally(rules)
         drift_events = []
         for _, f in drift:
@@ -156,6 +158,7 @@ class Reads:
                 "totals": {k.decode(): int(v) for k, v in totals.items() if v.lstrip(b"-").isdigit()},
                 "rules": per_rule,
                 "sites": per_site,
+                "leads": leads(lead_counts),
                 "meta": {k.decode(): v.decode(errors="replace") for k, v in meta.items()},
                 "drift": drift_events,
             }

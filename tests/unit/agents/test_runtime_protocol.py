@@ -21,10 +21,12 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
+from agents.delivery import LEAD_STATS_LUA
+from agents.results import lead_counts
 from agents.runtime import SENT_LUA, DispatchLog, Record, Runtime
 from pipeline.contracts import events as c
-from pipeline.contracts.commands import STATUS_PREFIX, make_command
-from pipeline.core.engine import Decision
+from pipeline.contracts.commands import LEAD_OTHER, MAX_LEAD_SOURCE_CHARS, STATUS_PREFIX, make_command
+from pipeline.core.engine import Decision, Learned
 from pipeline.io.embedded import Servers, free_port, start_valkey
 from pipeline.io.metrics import Metrics
 from tests.conftest import Stack, declaration
@@ -38,6 +40,9 @@ class _Engine:
     joiner = None
     model = None
     snapshots = None
+
+    def snapshot_meta(self, command: dict[str, Any]) -> dict[str, Any]:
+        return {}
 
     def on_result(self, ev: dict[str, Any], snapshot: Any = None) -> None:
         return None
@@ -221,3 +226,33 @@ def test_redis_down_then_up_the_batch_waits_and_completes(embedded: Servers, uid
         for s in server:
             os.kill(s.proc.pid, signal.SIGCONT)
             s.stop()
+
+
+def test_lead_sources_are_counted_per_result_and_bounded(embedded: Servers, uid: str) -> None:
+    """Results of watched declarations count per source (a violation also as confirmed); past the bound a new
+    source counts under LEAD_OTHER while the sources already counted keep their names."""
+
+    def learned(source: str, outcome: str) -> Learned:
+        return Learned("D", "cmd", outcome, [], "EHT", "rule", True, lead_source=source)
+
+    batch = [
+        learned("a", "violation"),
+        learned("a", "clean"),
+        learned("", "violation"),
+        learned("b", "not_found"),
+    ]
+    assert lead_counts(batch) == ["a", 2, 1, "b", 1, 0]
+    assert lead_counts([learned("x" * 200, "clean")]) == ["x" * MAX_LEAD_SOURCE_CHARS, 1, 0]
+    r = redis.Redis.from_url(embedded.redis_url, decode_responses=True)
+    key = f"test:leadstats:{uid}"
+    r.eval(LEAD_STATS_LUA, 1, key, 2, LEAD_OTHER, *lead_counts(batch))
+    r.eval(LEAD_STATS_LUA, 1, key, 2, LEAD_OTHER, "c", 1, 1, "a", 1, 0)
+    assert r.hgetall(key) == {
+        "a|results": "3",
+        "a|confirmed": "1",
+        "b|results": "1",
+        "b|confirmed": "0",
+        f"{LEAD_OTHER}|results": "1",
+        f"{LEAD_OTHER}|confirmed": "1",
+    }
+    r.delete(key)

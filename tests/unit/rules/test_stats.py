@@ -1,8 +1,9 @@
-"""Hit rates per rule and per site from the workers' counters (rules/stats.py: the one computation)."""
+"""Hit rates per rule, per site and per lead source from the workers' counters (rules/stats.py: the one
+computation)."""
 
 from __future__ import annotations
 
-from rules.stats import hit_rate, tally
+from rules.stats import hit_rate, leads, tally
 
 
 def test_hit_rate_is_confirmed_over_results_and_none_before_a_result() -> None:
@@ -39,3 +40,23 @@ def test_malformed_counters_are_skipped() -> None:
     rules, sites = tally(raw)
     assert rules == {"r": {"confirmed": 1, "hit_rate": None}}
     assert set(sites) == {"P"}
+
+
+def test_lead_sources_count_results_and_confirmed_with_the_same_hit_rate() -> None:
+    raw = {
+        b"informant|results": b"4",
+        b"informant|confirmed": b"3",
+        b"hotline|results": b"2",
+        b"hotline|confirmed": b"0",
+        b"a|b|results": b"1",  # a source may hold "|": the metric is after the last one
+        b"fresh|confirmed": b"0",
+        b"x|hits": b"5",  # not a lead metric
+        b"nobar": b"1",
+        b"y|results": b"-1",
+    }
+    assert leads(raw) == {
+        "informant": {"results": 4, "confirmed": 3, "hit_rate": hit_rate(3, 4)},
+        "hotline": {"results": 2, "confirmed": 0, "hit_rate": 0.0},
+        "a|b": {"results": 1, "confirmed": 0, "hit_rate": 0.0},
+        "fresh": {"results": 0, "confirmed": 0, "hit_rate": None},
+    }

@@ -43,6 +43,9 @@ const I18N = {
     read_only: "Analysts read only: operators acknowledge and report results.",
     per_rule: "Per rule", per_site: "Per site", s_hits: "hits", s_dispatched: "dispatched", s_results: "results",
     s_confirmed: "confirmed", s_hit_rate: "hit rate", drift: "Drift events",
+    per_lead: "Lead sources", no_leads: "no results yet for declarations on a watchlist",
+    lead: {informant: "informant", "border-police": "border police", "other-agency": "other agency",
+      hotline: "hotline", analyst: "analyst", "(other)": "other sources"},
     drift_line: "{time} model error {before} → {after} (model v{model})",
   },
   zh: {
@@ -72,6 +75,9 @@ const I18N = {
     read_only: "分析员只读：签收和反馈结果由处置员操作。",
     per_rule: "按规则", per_site: "按口岸", s_hits: "命中", s_dispatched: "下发", s_results: "已反馈",
     s_confirmed: "查实", s_hit_rate: "命中率", drift: "模型漂移",
+    per_lead: "线索来源", no_leads: "布控名单上的申报尚无反馈结果",
+    lead: {informant: "线人举报", "border-police": "边境管理部门", "other-agency": "其他执法部门",
+      hotline: "举报热线", analyst: "风险分析员", "(other)": "其他来源"},
     drift_line: "{time} 模型误差 {before} → {after}（模型 v{model}）",
   },
 };
@@ -436,7 +442,18 @@ function renderStats(s) {
     `${esc(t("drift_line", {time: fmtDateTime(d.ts_ms), before: fmt.num.format(d.error_before), after: fmt.num.format(d.error_after),
       model: d.model_version}))}</li>`).join("")}</ul>` : "";
   $("#stats").innerHTML = table("per-rule", t("per_rule"), s.rules, (k) => `${esc(ruleName(k))} <code>${esc(k)}</code>`) +
-    table("per-site", t("per_site"), s.sites, (k) => `${esc(portName(k))} <code>${esc(k)}</code>`) + drift;
+    table("per-site", t("per_site"), s.sites, (k) => `${esc(portName(k))} <code>${esc(k)}</code>`) +
+    leadTable(s.leads || {}) + drift;
+}
+function leadTable(leads) { // results and hit rate per intelligence-lead source (watchlist entries' source)
+  const name = (k) => (term("lead", k) === k ? esc(k) : `${esc(term("lead", k))} <code>${esc(k)}</code>`);
+  const rows = Object.entries(leads).sort().map(([k, v]) => `<tr data-key="${esc(k)}" data-results="${v.results || 0}" ` +
+    `data-confirmed="${v.confirmed || 0}" data-hit-rate="${v.hit_rate === null ? "" : v.hit_rate}"><td>${name(k)}</td>` +
+    `<td>${fmt.int.format(v.results || 0)}</td><td>${fmt.int.format(v.confirmed || 0)}</td>` +
+    `<td class="rate">${v.hit_rate === null ? "-" : fmt.pct.format(v.hit_rate)}</td></tr>`).join("");
+  return `<h3>${esc(t("per_lead"))}</h3><table id="per-lead"><tr><th></th><th>${esc(t("s_results"))}</th>` +
+    `<th>${esc(t("s_confirmed"))}</th><th>${esc(t("s_hit_rate"))}</th></tr>` +
+    (rows || `<tr><td colspan="4" class="muted">${esc(t("no_leads"))}</td></tr>`) + "</table>";
 }
 
 async function refreshRules() {
