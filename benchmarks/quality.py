@@ -40,7 +40,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmarks.quality_common import DAY_MS, NEW_TYPOLOGY, TARGET, Item, World
+from benchmarks.quality_common import DAY_MS, NEW_TYPOLOGY, TARGET, Item, World, mean_ci
 from pipeline.core.decision.budget import BudgetConfig
 from pipeline.core.decision.encode import encode
 from pipeline.core.decision.snapshots import SnapshotStore
@@ -308,16 +308,23 @@ def load_world(scenario: str, world: str, days: int, seed: int | None) -> World:
     return synthetic_items(scenario, days, seed if seed is not None else 1)
 
 
+POLICIES = ("today", "graded", "graded-nocap", "graded-value", "graded-value-sqrt", "graded-value-log")
+
+
 def _policy(name: str) -> PolicyConfig:
-    """The decision design under test: ``today`` (the first design), ``graded`` (docs/policy.md) or
-    ``graded-nocap`` (graded weights and lead demotion, hard hits not held to the daily budget)."""
+    """The decision design under test: ``today`` (the first design), ``graded`` (docs/policy.md),
+    ``graded-nocap`` (graded weights and lead demotion, hard hits not held to the daily budget), or
+    ``graded-value[-sqrt|-log]`` (graded, the ranked selection by risk x m(value); ratio by default)."""
+    from pipeline.core.policy import first_design, graded_policy
+
     if name == "today":
-        from pipeline.core.policy import first_design
-
         return first_design()
-    from pipeline.core.policy import graded_policy
-
-    return graded_policy(hard_cap_points=None) if name == "graded-nocap" else graded_policy()
+    if name == "graded-nocap":
+        return graded_policy(hard_cap_points=None)
+    if name.startswith("graded-value"):
+        transform = name.removeprefix("graded-value").removeprefix("-") or "ratio"
+        return graded_policy(rank_by_value=True, value_transform=transform)
+    return graded_policy(rank_by_value=False)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -331,7 +338,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=None, help="first seed (default: the scenario's)")
     ap.add_argument("--budgets", default="0.01,0.02,0.05,0.10", help="inspection budgets for the curves")
     ap.add_argument("--draws", type=int, default=200, help="random draws for the random expectation")
-    ap.add_argument("--policy", choices=("today", "graded", "graded-nocap"), default="graded")
+    ap.add_argument(
+        "--policy",
+        default="graded",
+        help=f"one or several (comma-separated, same worlds in one run) of {', '.join(POLICIES)}",
+    )
     ap.add_argument("--smoke", action="store_true", help="seconds: one seed, a small stream, no plot")
     ap.add_argument("--cost", action="store_true", help="also time the candidate learners (us per call)")
     return ap.parse_args(argv)
@@ -349,11 +360,15 @@ def _scenarios(arg: str, world: str) -> list[str]:
 
 def evaluate(
     args: argparse.Namespace, name: str, budgets: list[float], bar: Any, out: Callable[[str], None]
-) -> dict[str, Any]:
-    """Every strategy over every seed and budget of one scenario: figures at the main budget, curves."""
+) -> dict[str, dict[str, Any]]:
+    """Every strategy over every seed and budget of one scenario, for each policy on the same worlds:
+    figures at the main budget and curves, per policy."""
     from benchmarks import quality_report as rep
 
-    runs: dict[float, list[dict[str, dict[str, Any]]]] = {b: [] for b in budgets}
+    policies = _policies(args.policy)
+    runs: dict[str, dict[float, list[dict[str, dict[str, Any]]]]] = {
+        p: {b: [] for b in budgets} for p in policies
+    }
     days = 1 if args.smoke else (args.days or _default_days(name, args.world))
     main_budget, world_seed = TARGET, args.seed
     for k in range(args.seeds):
@@ -368,15 +383,55 @@ def evaluate(
 
             for learner, r in cost_table(items).items():
                 out(f"cost {learner:30s} score {r['score_us']:6.1f} us  learn {r['learn_us']:6.1f} us")
-        bar.total = (bar.total or 0) + len(items) * len(STRATEGIES) * len(budgets)
+        bar.total = (bar.total or 0) + len(items) * len(STRATEGIES) * len(budgets) * len(policies)
         value = sum(it.fraud_value for it in items if it.violation)
         for b in budgets:
-            strategies = run(items, w.start_ms, w.seed, w.oracle_factory, b, _policy(args.policy), bar)
-            rows = {"random": rep.random_expectation(w, items, b, args.draws)}
-            rows.update({s.name: rep.row(s, value, b, w) for s in strategies})
-            runs[b].append(rows)
+            rnd = rep.random_expectation(w, items, b, args.draws)
+            for p in policies:
+                strategies = run(items, w.start_ms, w.seed, w.oracle_factory, b, _policy(p), bar)
+                rows = {"random": rnd}
+                rows.update({s.name: rep.row(s, value, b, w) for s in strategies})
+                runs[p][b].append(rows)
+    results = {p: _result(args, name, r, main_budget, days, p, out) for p, r in runs.items()}
+    first = policies[0]
+    for p in policies[1:]:  # paired per seed against the first policy: same worlds, same oracle draws
+        results[p][f"hybrid_vs_{first}"] = _paired(runs[p][main_budget], runs[first][main_budget])
+    return results
+
+
+def _paired(runs: list[dict[str, dict[str, Any]]], base: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The hybrid's precision and value recall under a policy over the same under ``base``, per seed."""
+    out: dict[str, Any] = {}
+    for key in ("precision", "value_recall"):
+        xs = [
+            r["hybrid"][key] / b["hybrid"][key] for r, b in zip(runs, base, strict=True) if b["hybrid"][key]
+        ]
+        out[key] = mean_ci(xs)
+    return out
+
+
+def _policies(arg: str) -> list[str]:
+    names = [p.strip() for p in arg.split(",") if p.strip()]
+    bad = [p for p in names if p not in POLICIES]
+    if bad or not names:
+        raise SystemExit(f"--policy {arg!r}: one or several of {', '.join(POLICIES)}")
+    return names
+
+
+def _result(
+    args: argparse.Namespace,
+    name: str,
+    runs: dict[float, list[dict[str, dict[str, Any]]]],
+    main_budget: float,
+    days: int,
+    policy: str,
+    out: Callable[[str], None],
+) -> dict[str, Any]:
+    """One policy's figures at the main budget, its curves (and their PNG over several budgets)."""
+    from benchmarks import quality_report as rep
+
     curves = {b: rep.aggregate(r) for b, r in runs.items()}
-    result = {"budget": main_budget, "seeds": args.seeds, "days": days}
+    result = {"budget": main_budget, "seeds": args.seeds, "days": days, "policy": policy}
     result.update(curves[main_budget])
     result["curves"] = {
         str(b): {
@@ -385,12 +440,15 @@ def evaluate(
         }
         for b, c in curves.items()
     }
-    if not args.smoke and len(budgets) > 1:
-        suffix = "" if args.policy == "graded" else f"_{args.policy}"
-        png = RESULTS / f"quality_{args.world}_{Path(name).stem}{suffix}.png"
+    if not args.smoke and len(runs) > 1:
+        png = RESULTS / f"quality_{args.world}_{Path(name).stem}{_suffix(policy)}.png"
         rep.plot_curves(curves, png, f"{Path(name).stem}: mean over {args.seeds} seeds, 95% interval")
         out(f"plot: {png}")
     return result
+
+
+def _suffix(policy: str) -> str:
+    return "" if policy == "graded" else f"_{policy}"
 
 
 def _default_days(name: str, world: str) -> int:
@@ -405,8 +463,8 @@ def _default_days(name: str, world: str) -> int:
 
 def _print(name: str, r: dict[str, Any], out: Callable[[str], None]) -> None:
     out(
-        f"scenario {name}: budget {r['budget']:.0%}, {r['seeds']} seeds x {r['days']} days "
-        "(mean [95% interval])"
+        f"scenario {name}, policy {r.get('policy', 'graded')}: budget {r['budget']:.0%}, "
+        f"{r['seeds']} seeds x {r['days']} days (mean [95% interval])"
     )
     for s in ("random", *STRATEGIES):
         row = r[s]
@@ -420,6 +478,10 @@ def _print(name: str, r: dict[str, Any], out: Callable[[str], None]) -> None:
         out(line)
     for k, v in r["hybrid"]["ratios"].items():
         out(f"  {k:28s} {v['mean']:.2f}x [{v['lo']:.2f}, {v['hi']:.2f}]")
+    for k, paired in r.items():
+        if k.startswith("hybrid_vs_"):
+            for key, v in paired.items():
+                out(f"  {k} {key:14s} {v['mean']:.3f}x [{v['lo']:.3f}, {v['hi']:.3f}] (paired per seed)")
 
 
 def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> dict[str, Any]:
@@ -432,14 +494,25 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     summary: dict[str, Any] = {}
     bar = tqdm(total=0, desc="quality", unit="decision", file=sys.stderr, mininterval=1.0)
     for name in _scenarios(args.scenario, args.world):
-        summary[Path(name).stem] = evaluate(args, name, budgets, bar, out)
+        for policy, r in evaluate(args, name, budgets, bar, out).items():
+            key = Path(name).stem if "," not in args.policy else f"{Path(name).stem}:{policy}"
+            summary[key] = r
     bar.close()
-    for name, r in summary.items():
-        _print(name, r, out)
-        if not args.smoke:
+    compare: dict[str, dict[str, Any]] = defaultdict(dict)  # several policies: one file per scenario
+    for key, r in summary.items():
+        _print(key, r, out)
+        stem = key.split(":")[0]
+        compare[stem][r["policy"]] = r
+        if not args.smoke and "," not in args.policy:
             RESULTS.mkdir(parents=True, exist_ok=True)
-            suffix = "" if args.policy == "graded" else f"_{args.policy}"
-            (RESULTS / f"quality_{args.world}_{name}{suffix}.json").write_text(json.dumps(r, indent=1))
+            path = RESULTS / f"quality_{args.world}_{stem}{_suffix(r['policy'])}.json"
+            path.write_text(json.dumps(r, indent=1))
+    if not args.smoke and "," in args.policy:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for stem, by_policy in compare.items():
+            (RESULTS / f"quality_{args.world}_{stem}_policies.json").write_text(
+                json.dumps(by_policy, indent=1)
+            )
     out(json.dumps(summary))
     return summary
 

@@ -11,6 +11,8 @@ Pure core (no faust/redis/prometheus_client, no wall clock). The policy in words
    else physical inspection above ``red_risk`` and a document check below; with the shift's capacity used
    up, the same declaration goes to post-clearance audit instead (blue: no site capacity);
    a rule hit below the threshold also goes to post-clearance audit, never silently released;
+   with ``rank_by_value`` (off: it lowered precision and value recall, docs/policy.md) the ranked quantity,
+   and the threshold's window, is risk x m(declared value / the site's median value) instead of the risk;
 6. otherwise a random pick (双随机) with probability ``selection_prob`` among the rest -> physical inspection,
    flagged ``selection="random"``; the learner weights its label by ``importance_weight``;
 7. officers for every inspection are drawn from the site roster by a RNG seeded from the decl_id, so a
@@ -20,6 +22,7 @@ Pure core (no faust/redis/prometheus_client, no wall clock). The policy in words
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,9 +69,25 @@ class PolicyConfig:
     watch_rule_ids: frozenset[str] = frozenset({"watchlist_hit"})  # rules that are the watchlist
     hard_cap_points: float | None = 1.0  # a site this far over its daily share: hard hits ranked instead
     grade_pseudo: float = 8.0  # pseudo-inspections of the prior in a graded rate
+    # ranking by value at stake (docs/policy.md, "Ranking by value"): the ranked selection and its threshold
+    # use risk x m(declared value), m from the site's median declared value (the last ``budget.window``)
+    rank_by_value: bool = False
+    # m: "ratio" v / median; "sqrt" its square root; "log" log1p(v) / log1p(median)
+    value_transform: str = "ratio"
+    value_cap: float = 10.0  # m clipped to [1/cap, cap]: one huge declaration weighs at most cap median ones
+
+    def __post_init__(self) -> None:
+        if self.value_transform not in VALUE_TRANSFORMS:
+            raise ValueError(f"value_transform {self.value_transform!r}: one of {VALUE_TRANSFORMS}")
 
 
-FIRST_DESIGN: dict[str, Any] = {"grade_results": False, "lead_clean_limit": 0, "hard_cap_points": None}
+FIRST_DESIGN: dict[str, Any] = {
+    "grade_results": False,
+    "lead_clean_limit": 0,
+    "hard_cap_points": None,
+    "rank_by_value": False,
+}
+VALUE_TRANSFORMS = ("ratio", "sqrt", "log")
 
 
 def first_design(**over: Any) -> PolicyConfig:
@@ -153,6 +172,21 @@ class DecisionPolicy:
             keep *= 1.0 - self.hit_weight(h, facts)
         return 1.0 - keep
 
+    def value_weight(self, site: str, decl: Mapping[str, Any], facts: Mapping[str, Any]) -> float:
+        """m(value) of ``rank_by_value``: the declared value against the site's median (1 when the
+        declaration states no positive value). Adds the value to the site's window."""
+        cfg = self.config
+        raw = decl.get("value_cny", facts.get("value_cny"))
+        value = float(raw) if isinstance(raw, int | float) and raw == raw else 0.0
+        if value <= 0:
+            return 1.0
+        median = self.budget.value_scale(site, value)
+        if cfg.value_transform == "log":
+            m = math.log1p(value) / math.log1p(median)
+        else:
+            m = value / median if cfg.value_transform == "ratio" else math.sqrt(value / median)
+        return min(max(m, 1.0 / cfg.value_cap), cfg.value_cap)
+
     def is_hard(self, hit: Any) -> bool:
         cfg = self.config
         return _g(hit, "action") in cfg.hard_actions or _g(hit, "severity") in cfg.hard_severities
@@ -223,20 +257,23 @@ class DecisionPolicy:
         if any(_g(h, "action") == "emergency_release" for h in active):
             return Decision("release", "low", "release", 1.0, [], site, reasons, False, 0.0, 1.0)
         risk = self.combine(score, active, credit, facts)
-        threshold = self.budget.observe(site, risk, ts_ms)
+        m = self.value_weight(site, decl, facts) if self.config.rank_by_value else 1.0
+        rank = risk * m  # the ranked quantity: the threshold is a quantile of the site's recent ranks
+        threshold = self.budget.observe(site, rank, ts_ms)
         rule_lane = max((_g(h, "lane", "release") for h in active), key=lane_rank, default="release")
         severity = max((_g(h, "severity", "low") for h in active), key=_sev_rank, default="low")
         ctx = (decl_id, site, risk, threshold)
         if self._hard(decl, facts, active, site):
             watch = any(facts.get(f"watch_{k}") for k in _WATCH_KINDS) and self.config.watchlist_is_hard
             return self._dispatch_hard(ctx, rule_lane, severity, watch, reasons)
-        if risk >= threshold:
-            return self._ranked(ctx, bool(active), rule_lane, severity, score, credit, reasons)
+        what = f"risk {risk:.2f}" if not self.config.rank_by_value else f"risk {risk:.2f} x value {m:.2f}"
+        if rank >= threshold:
+            return self._ranked(ctx, bool(active), rule_lane, severity, (score, what), credit, reasons)
         if active and rule_lane != "release":
             reasons.append(
                 {
                     "kind": "budget",
-                    "text": f"risk {risk:.2f} below site threshold {threshold:.2f}: audit later",
+                    "text": f"{what} below site threshold {threshold:.2f}: audit later",
                 }
             )
             self.budget.record(site, False)
@@ -269,23 +306,24 @@ class DecisionPolicy:
         any_hit: bool,
         rule_lane: str,
         severity: str,
-        score: float,
+        scored: tuple[float, str],
         credit: str,
         reasons: list[Any],
     ) -> Decision:
         cfg = self.config
         decl_id, site, risk, threshold = ctx
+        score, what = scored
         if any_hit:
             selection, lane = "rule", (rule_lane if rule_lane != "release" else "document_check")
-        else:
+        else:  # selected: rank >= threshold; the lane follows the risk alone (red above red_risk)
             selection = "model"
-            lane = "physical_inspection" if risk >= max(cfg.red_risk, threshold) else "document_check"
+            lane = "physical_inspection" if risk >= cfg.red_risk else "document_check"
             severity = "high" if lane == "physical_inspection" else "medium"
         credit_note = "" if credit == "general" else f", credit {credit}"
         reasons.append(
             {
                 "kind": selection,
-                "text": f"risk {risk:.2f} >= site threshold {threshold:.2f} "
+                "text": f"{what} >= site threshold {threshold:.2f} "
                 f"(model {score:.2f}{credit_note}; budget {cfg.budget.target_share:.0%})",
             }
         )

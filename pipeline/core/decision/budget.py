@@ -48,6 +48,7 @@ class SiteBudget:
         "shift",
         "shift_dispatched",
         "sorted",
+        "values",
     )
 
     def __init__(self) -> None:
@@ -60,6 +61,26 @@ class SiteBudget:
         self.over_budget_day = 0
         self.shift = -1
         self.shift_dispatched = 0
+        self.values: ValueWindow | None = None  # declared values, only when the policy ranks by value
+
+
+class ValueWindow:
+    """The last ``window`` declared values of a site, sorted: their median is the site's value scale."""
+
+    __slots__ = ("recent", "sorted")
+
+    def __init__(self, values: list[float] | None = None) -> None:
+        self.recent: deque[float] = deque(values or ())
+        self.sorted: list[float] = sorted(self.recent)
+
+    def add(self, value: float, window: int) -> float:
+        """Add one value; return the median of the window (the value itself for the first)."""
+        self.recent.append(value)
+        bisect.insort(self.sorted, value)
+        if len(self.recent) > window:
+            old = self.recent.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+        return self.sorted[len(self.sorted) // 2]
 
 
 class BudgetController:
@@ -105,6 +126,14 @@ class BudgetController:
             return float("inf")
         return s.sorted[min(n - 1, max(0, int((1.0 - r) * n)))]
 
+    def value_scale(self, site: str, value: float) -> float:
+        """Add a declaration's declared value to the site's window; return the window's median value
+        (the scale of ``PolicyConfig.rank_by_value``). Bounded like the risks (``window`` per site)."""
+        s = self._site(site)
+        if s.values is None:
+            s.values = ValueWindow()
+        return s.values.add(value, self.config.window)
+
     def capacity_left(self, site: str) -> bool:
         cap = self.config.shift_capacity.get(site, self.config.default_shift_capacity)
         return cap is None or self._site(site).shift_dispatched < cap
@@ -143,8 +172,9 @@ class BudgetController:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            site: {
+        out: dict[str, Any] = {}
+        for site, s in self.sites.items():
+            out[site] = {
                 "recent": list(s.recent),
                 "integ": s.integ,
                 "day": s.day,
@@ -152,8 +182,9 @@ class BudgetController:
                 "shift": s.shift,
                 "shift_dispatched": s.shift_dispatched,
             }
-            for site, s in self.sites.items()
-        }
+            if s.values is not None:
+                out[site]["values"] = list(s.values.recent)
+        return out
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.sites.clear()
@@ -166,3 +197,5 @@ class BudgetController:
             s.seen_day, s.dispatched_day, s.over_budget_day = (int(v) for v in st["counts"])
             s.shift = int(st["shift"])
             s.shift_dispatched = int(st["shift_dispatched"])
+            if "values" in st:
+                s.values = ValueWindow([float(v) for v in st["values"][-self.config.window :]])
