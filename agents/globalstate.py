@@ -8,18 +8,9 @@ partition. Each worker keeps them in its feature engine as before, and around ea
   batch's declarations, of the declarations a weighbridge reading in the batch may release and of those whose
   deadline is due, one read (a script returning one JSON document) of what all workers wrote, which replaces
   the engine's local state of those keys (``Enterprise.load``, ``Valuation.load``, ``History.load``);
-* a read-through cache (per worker, LRU, ``cache_keys`` keys) of the enterprise and median keys as Redis holds
-  them, each with the key's version stamp: the read sends the stamps it holds and Redis returns only the keys
-  whose stamp differs (``0`` for the others), so a key only this worker writes costs a ``GET`` and no
-  transfer. The engine is still loaded from the full state of every key (from the cache when unchanged), so
-  a worker decides exactly as it did reading everything;
 * ``stage(pipe)`` (in the batch's MULTI/EXEC, with the changelog and the applied offsets): what the batch took
   in, as idempotent updates keyed by declaration id: a redelivered declaration (after a kill -9, before its
-  offsets were saved) adds the same member again, not a second one. Every write of an ``ent``/``med`` key
-  sets its version stamp (``VER_LUA``, in the same MULTI/EXEC): this worker's new stamp if the key was still
-  at the stamp its cache holds, else that stamp plus ``!`` (another worker wrote in between: the next read
-  fetches the whole key). The cache then takes this worker's own updates in the way Redis does (the same
-  members, trims and minimums), at the next ``prefetch``, once the write is known done.
+  offsets were saved) adds the same member again, not a second one.
 
 Layout (``<ns>:g:`` prefix; every key expires ``ttl_s`` after its last write):
 
@@ -31,12 +22,6 @@ Layout (``<ns>:g:`` prefix; every key expires ``ttl_s`` after its last write):
 ``res:<decl_id>``          str    a result already counted (3 days): the dedupe of ``hist``
 =========================  =====  ===========================================================================
 
-Version stamps (``<ns>:gv:`` prefix, expiring with their key): ``ent:<enterprise>`` (of ``ent`` and
-``hsfirst``) and ``med:<hs>|<origin>``, strings ``<writer>.<seq>`` (``!`` appended when the writer's cache
-was stale). They are cache metadata, not state: a redelivered batch sets a new stamp (the workers read that
-key once more) and changes none of the ``<ns>:g:`` keys. A key without a stamp (written by hand or by an
-older version) is read whole on every batch, as before.
-
 Failure: every read and write goes through the runtime's retry (the worker holds and retries with backoff
 while Redis is down; nothing is decided on a partial view, nothing is lost).
 """
@@ -44,8 +29,6 @@ while Redis is down; nothing is decided on a partial view, nothing is lost).
 from __future__ import annotations
 
 import logging
-import os
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -71,41 +54,20 @@ end
 return 1
 """
 
-VER_LUA = """
-local new = ARGV[2]
-if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then new = new .. '!' end
-redis.call('SET', KEYS[1], new, 'EX', ARGV[3])
-return 1
-"""
-
-# per enterprise (keys ent, hsfirst, stamp) and per median (keys med, stamp): 0 when the stamp is the one the
-# worker holds (ARGV after the counts), else [stamp or "", members, {hs: first ts}] / [stamp or "", members]
 READ_LUA = """
 local ne, nm, np, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local out, k, a = {}, 1, 5
+local out, k = {}, 1
 for i = 1, ne do
-  local v = redis.call('GET', KEYS[k + 2])
-  if v and v == ARGV[a] then
-    out[#out + 1] = '0'
-  else
-    local z = redis.call('ZRANGE', KEYS[k], 0, -1)
-    local h = redis.call('HGETALL', KEYS[k + 1])
-    local f = {}
-    for j = 1, #h, 2 do f[#f + 1] = cjson.encode(h[j]) .. ':' .. h[j + 1] end
-    local doc = '[' .. cjson.encode(v or '') .. ',[' .. table.concat(z, ',') .. '],{'
-    out[#out + 1] = doc .. table.concat(f, ',') .. '}]'
-  end
-  k, a = k + 3, a + 1
+  local z = redis.call('ZRANGE', KEYS[k], 0, -1)
+  local h = redis.call('HGETALL', KEYS[k + 1])
+  local f = {}
+  for j = 1, #h, 2 do f[#f + 1] = cjson.encode(h[j]) .. ':' .. h[j + 1] end
+  out[#out + 1] = '[[' .. table.concat(z, ',') .. '],{' .. table.concat(f, ',') .. '}]'
+  k = k + 2
 end
 for i = 1, nm do
-  local v = redis.call('GET', KEYS[k + 1])
-  if v and v == ARGV[a] then
-    out[#out + 1] = '0'
-  else
-    local z = redis.call('ZRANGE', KEYS[k], -keep, -1)
-    out[#out + 1] = '[' .. cjson.encode(v or '') .. ',[' .. table.concat(z, ',') .. ']]'
-  end
-  k, a = k + 2, a + 1
+  out[#out + 1] = '[' .. table.concat(redis.call('ZRANGE', KEYS[k], -keep, -1), ',') .. ']'
+  k = k + 1
 end
 for i = 1, np do
   local h = redis.call('HMGET', KEYS[k], 'n', 'v')
@@ -126,36 +88,14 @@ return 1
 """
 
 
-# a cached key as Redis holds it: its version stamp and its state. Enterprise: members (as loaded) and the
-# ``hsfirst`` hash (field order kept); median: member bytes -> (ts, decl_id, unit value)
-EntEntry = tuple[str, dict[Member, None], dict[str, int]]
-MedEntry = tuple[str, dict[bytes, tuple[int, str, float]]]
-
-
 class SharedFacts:
-    def __init__(
-        self,
-        redis: Any,
-        joiner: Any,
-        namespace: str = "bukong",
-        ttl_s: int = 30 * 86_400,
-        cache_keys: int = 50_000,
-    ) -> None:
+    def __init__(self, redis: Any, joiner: Any, namespace: str = "bukong", ttl_s: int = 30 * 86_400) -> None:
         self.redis = redis
         self.joiner = joiner
         self.ns = f"{namespace}:g:"
-        self.vns = f"{namespace}:gv:"
         self.ttl_s = ttl_s
         self._unsent: tuple[list[Member], list[Value], list[Result]] = ([], [], [])
         self.unreadable = 0  # keys whose shared state could not be read (kept this worker's own)
-        # read-through cache of ent/med keys, LRU-bounded; ("e", ent) or ("m", (hs, origin)) -> entry
-        self.cache_keys = cache_keys
-        self._cache: OrderedDict[tuple[str, Any], Any] = OrderedDict()
-        self._pending: dict[tuple[str, Any], Any] = {}  # the last staged write's cache entries (None: drop)
-        self._writer = os.urandom(6).hex()
-        self._seq = 0
-        self.cache_hits = 0  # keys read unchanged (nothing transferred)
-        self.cache_misses = 0  # keys Redis sent whole (changed by another worker, new, or not cached)
         joiner.share()
 
     # -- keys --------------------------------------------------------------------------------------------
@@ -170,34 +110,6 @@ class SharedFacts:
 
     def _hist(self, kind: str, id_: str) -> str:
         return f"{self.ns}hist:{kind}:{id_}"
-
-    def _ver(self, ck: tuple[str, Any]) -> str:
-        kind, k = ck
-        return f"{self.vns}ent:{k}" if kind == "e" else f"{self.vns}med:{k[0]}|{k[1]}"
-
-    # -- cache -------------------------------------------------------------------------------------------
-    def _held(self, ck: tuple[str, Any]) -> str:
-        entry = self._cache.get(ck)
-        if entry is None:
-            return ""
-        self._cache.move_to_end(ck)  # the batch's keys are the last the cache evicts while it reads them
-        return str(entry[0])
-
-    def _keep(self, ck: tuple[str, Any], entry: Any) -> None:
-        cache = self._cache
-        if entry is None or not (entry[0] or not any(entry[1:])):  # an unstamped key is not cached (read
-            cache.pop(ck, None)  # whole every time) unless absent: this worker's first write then stamps it
-            return
-        cache[ck] = entry
-        cache.move_to_end(ck)
-        while len(cache) > self.cache_keys:
-            cache.popitem(last=False)
-
-    def _commit(self) -> None:
-        """The last staged write is done (the runtime saves a batch before it reads for the next)."""
-        for ck, entry in self._pending.items():
-            self._keep(ck, entry)
-        self._pending = {}
 
     # -- read --------------------------------------------------------------------------------------------
     def declarations(self, records: Sequence[Any], watermark_ms: int | None) -> list[dict[str, Any]]:
@@ -221,7 +133,6 @@ class SharedFacts:
         """Load the shared state of every key the batch may read; returns the keys loaded. The previous
         batch's writes succeeded (the runtime saves a batch before it takes the next), so they are dropped."""
         self._unsent = ([], [], [])
-        self._commit()
         ents: set[str] = set()
         meds: set[tuple[str, str]] = set()
         parties: set[tuple[str, str]] = set()
@@ -236,19 +147,14 @@ class SharedFacts:
             return 0
         e, m, p = sorted(ents), sorted(meds), sorted(parties)
         keys = [k for ent in e for k in (self._ent(ent), self._first(ent))]
-        keys = [k for ent in e for k in (self._ent(ent), self._first(ent), self._ver(("e", ent)))]
-        keys += [k for hs, origin in m for k in (self._med(hs, origin), self._ver(("m", (hs, origin))))]
-        keys += [self._hist(kind, id_) for kind, id_ in p]
-        held = [self._held(("e", ent)) for ent in e] + [self._held(("m", key)) for key in m]
-        # one script, one reply: every changed key's state as one JSON document (a reply element costs ~5 µs
-        # to parse in redis-py, a JSON value ~50 ns in orjson), 0 for a key at the stamp this worker holds
-        raw = await self.redis.eval(READ_LUA, len(keys), *keys, len(e), len(m), len(p), MEDIAN_KEEP, *held)
+        keys += [self._med(hs, origin) for hs, origin in m] + [self._hist(kind, id_) for kind, id_ in p]
+        # one script, one reply: every key's state as one JSON document (a reply element costs ~5 µs to
+        # parse in redis-py, a JSON value ~50 ns in orjson)
+        raw = await self.redis.eval(READ_LUA, len(keys), *keys, len(e), len(m), len(p), MEDIAN_KEEP)
         try:
             self._load_parsed(e, m, p, orjson.loads(raw))
         except (ValueError, TypeError, KeyError, IndexError):  # a key in a shape we do not write (the JSON
             # decode error is a ValueError): read key by key, skip the unreadable ones
-            for ck in [("e", ent) for ent in e] + [("m", key) for key in m]:
-                self._cache.pop(ck, None)
             self._load(e, m, p, await self._read_each(e, m, p))
         return len(e) + len(m) + len(p)
 
@@ -266,56 +172,26 @@ class SharedFacts:
     def _load_parsed(
         self, e: list[str], m: list[tuple[str, str]], p: list[tuple[str, str]], res: list[Any]
     ) -> None:
-        """Load the script's document: per enterprise 0 (unchanged: the cached state) or [stamp, members,
-        {hs: first ts}], per median 0 or [stamp, members], per party [n, v] (null when unknown). The engine is
-        loaded from the key's whole state either way: what it decides does not depend on the cache."""
+        """Load the script's document: per enterprise [members, {hs: first ts}], per median [members], per
+        party [n, v] (null when unknown)."""
         j = self.joiner
         i = 0
         for ent in e:
-            ent_entry = self._got_ent(ent, res[i])
+            rows, first = res[i]
             i += 1
-            members, first = ent_entry[1], dict(ent_entry[2])
-            if members:
-                since = first.pop("_since", min(mb[1] for mb in members))
-                j.enterprise.load(ent, since, first, list(members))
+            if rows:
+                since = first.pop("_since", rows[0][0])
+                j.enterprise.load(ent, since, first, [(ent, ts, d, float(v), hs) for ts, d, v, hs in rows])
         for hs, origin in m:
-            med_entry = self._got_med((hs, origin), res[i])
+            rows = res[i]
             i += 1
-            if med_entry[1]:
-                vals = [(hs, origin, ts, d, uv) for ts, d, uv in med_entry[1].values()]
-                j.valuation.load((hs, origin), vals)
+            if rows:
+                j.valuation.load((hs, origin), [(hs, origin, ts, d, float(uv)) for ts, d, uv in rows])
         for key in p:
             n, v = res[i]
             i += 1
             if n is not None:
                 j.history.load(key, float(n), float(v or 0))
-
-    def _got_ent(self, ent: str, doc: Any) -> EntEntry:
-        ck = ("e", ent)
-        if doc == 0:
-            self.cache_hits += 1
-            entry: EntEntry = self._cache[ck]
-            self._cache.move_to_end(ck)
-            return entry
-        self.cache_misses += 1
-        ver, rows, first = doc
-        entry = (str(ver), {(ent, ts, d, float(v), hs): None for ts, d, v, hs in rows}, first)
-        self._keep(ck, entry)
-        return entry
-
-    def _got_med(self, key: tuple[str, str], doc: Any) -> MedEntry:
-        ck = ("m", key)
-        if doc == 0:
-            self.cache_hits += 1
-            entry: MedEntry = self._cache[ck]
-            self._cache.move_to_end(ck)
-            return entry
-        self.cache_misses += 1
-        ver, rows = doc
-        vals = {orjson.dumps([ts, d, uv]): (ts, d, float(uv)) for ts, d, uv in rows}
-        entry = (str(ver), vals)
-        self._keep(ck, entry)
-        return entry
 
     def _load(self, e: list[str], m: list[tuple[str, str]], p: list[tuple[str, str]], res: list[Any]) -> None:
         i = 0
@@ -363,26 +239,20 @@ class SharedFacts:
 
     # -- write -------------------------------------------------------------------------------------------
     def stage(self, pipe: Any) -> None:
-        """Queue what the engine took in since the last batch (and anything not yet known written), with the
-        keys' version stamps; the cache entries the write makes are kept for the next ``prefetch``."""
+        """Queue what the engine took in since the last batch (and anything not yet known written)."""
         new_m, new_v, new_r = self.joiner.drain_shared()
         members, values, results = self._unsent
         members += new_m
         values += new_v
         results += new_r
-        self._seq += 1
-        stamp = f"{self._writer}.{self._seq}"
-        self._pending = {}
-        self._stage_members(pipe, members, stamp)
-        meds: dict[tuple[str, str], dict[bytes, tuple[int, str, float]]] = {}
+        self._stage_members(pipe, members)
+        meds: dict[str, dict[bytes, int]] = {}
         for hs, origin, ts, decl_id, uv in values:
-            meds.setdefault((hs, origin), {})[orjson.dumps([ts, decl_id, uv])] = (ts, decl_id, uv)
-        for (hs, origin), rows in meds.items():
-            key = self._med(hs, origin)
-            pipe.zadd(key, {b: row[0] for b, row in rows.items()})
+            meds.setdefault(self._med(hs, origin), {})[orjson.dumps([ts, decl_id, uv])] = ts
+        for key, mapping in meds.items():
+            pipe.zadd(key, mapping)
             pipe.zremrangebyrank(key, 0, -MEDIAN_KEEP - 1)
             pipe.expire(key, self.ttl_s)
-            self._stage_stamp(pipe, ("m", (hs, origin)), stamp, _mirror_med, rows)
         for decl_id, parties, violated in results:
             keys = [self._hist(k, i) for k, i in zip(KINDS, parties, strict=True) if i]
             pipe.eval(
@@ -395,23 +265,11 @@ class SharedFacts:
                 self.ttl_s,
             )
 
-    def _stage_stamp(
-        self, pipe: Any, ck: tuple[str, Any], stamp: str, mirror: Callable[..., Any], *update: Any
-    ) -> None:
-        """Set the key's stamp (``!`` appended unless it is still at the one the cache holds) and keep, for
-        after the write, the cache entry Redis will then hold: the cached one with this update applied."""
-        old = self._cache.get(ck)
-        pipe.eval(VER_LUA, 1, self._ver(ck), "" if old is None else old[0], stamp, self.ttl_s)
-        self._pending[ck] = None if old is None else (stamp, *mirror(old, *update))
-
-    def _stage_members(self, pipe: Any, members: Iterable[Member], stamp: str) -> None:
+    def _stage_members(self, pipe: Any, members: Iterable[Member]) -> None:
         by_ent: dict[str, dict[bytes, int]] = {}
         first: dict[str, dict[str, int]] = {}
-        batch: dict[str, list[Member]] = {}
-        for mb in members:
-            ent, ts, decl_id, value, hs = mb
+        for ent, ts, decl_id, value, hs in members:
             by_ent.setdefault(ent, {})[orjson.dumps([ts, decl_id, value, hs])] = ts
-            batch.setdefault(ent, []).append(mb)
             f = first.setdefault(ent, {})
             f[hs] = min(ts, f.get(hs, ts))
             f["_since"] = min(ts, f.get("_since", ts))
@@ -423,33 +281,6 @@ class SharedFacts:
             fkey = self._first(ent)
             pipe.eval(MIN_LUA, 1, fkey, *[x for kv in first[ent].items() for x in kv])
             pipe.expire(fkey, self.ttl_s)
-            self._stage_stamp(pipe, ("e", ent), stamp, _mirror_ent, batch[ent], first[ent])
-
-
-def _mirror_ent(old: EntEntry, batch: list[Member], first: dict[str, int]) -> tuple[Any, ...]:
-    """An enterprise's state after this worker's write, as Redis makes it: the members added (one per
-    declaration), those older than the batch's latest minus the horizon trimmed, first times the minimum."""
-    members = dict(old[1])
-    members.update(dict.fromkeys(batch))
-    cutoff = max(mb[1] for mb in batch) - HORIZON_MS
-    members = {mb: None for mb in members if mb[1] >= cutoff}
-    hs_first = dict(old[2])
-    for f, ts in first.items():
-        cur = hs_first.get(f)
-        if cur is None or ts < cur:
-            hs_first[f] = ts
-    return members, hs_first
-
-
-def _mirror_med(old: MedEntry, rows: dict[bytes, tuple[int, str, float]]) -> tuple[Any, ...]:
-    """A median's members after this worker's write, as Redis makes them: the latest ``MEDIAN_KEEP`` by
-    (score, member bytes)."""
-    vals = dict(old[1])
-    vals.update(rows)
-    if len(vals) > MEDIAN_KEEP:
-        keep = sorted(vals, key=lambda b: (vals[b][0], b))[-MEDIAN_KEEP:]
-        vals = {b: vals[b] for b in keep}
-    return (vals,)
 
 
 def _rows(members: list[bytes]) -> list[Any]:

@@ -7,18 +7,13 @@ of ``--batch`` records through production engines (pipeline.core.assemble):
   saved as the runtime saves it (changelog and applied offsets, one MULTI/EXEC);
 * ``shared1`` — one worker with the shared state: per batch, one pipelined read before, the updates in the
   same MULTI/EXEC after, and one more read when a deadline is due;
-* ``shared4`` — four workers (the batch split by the partition of its key), each reading and writing its part;
-* ``shared1_nocache``, ``shared4_nocache`` — the same with the workers' read-through cache off
-  (``cache_keys=0``: every read sends every key whole, as before the cache; the version stamps are still
-  written and read, so this is slightly dearer than the code before the cache).
+* ``shared4`` — four workers (the batch split by the partition of its key), each reading and writing its part.
 
 The figure is the added time per event against ``local`` in the same run, and the ratio of rates (each arm
-run ``--repeat`` times, interleaved, the best kept); ``*_hit_rate`` is the share of cached keys Redis did not
-have to send (enterprise and median keys; the parties' histories are two numbers and always read).
+run ``--repeat`` times, interleaved, the best kept).
 
-    .venv/bin/python benchmarks/global_state.py              # 12 simulated hours (~140k events), batch 500
-    .venv/bin/python benchmarks/global_state.py --batch 50   # small batches, as at low rates
-    .venv/bin/python benchmarks/global_state.py --smoke      # a few seconds
+    .venv/bin/python benchmarks/global_state.py            # 12 simulated hours (~130k events)
+    .venv/bin/python benchmarks/global_state.py --smoke    # a few seconds
 
 The last stdout line is JSON.
 """
@@ -48,14 +43,6 @@ from pipeline.core.assemble import build_engine  # noqa: E402
 from pipeline.io.embedded import start_valkey  # noqa: E402
 
 HOUR_MS = 3_600_000
-# arm: workers, shared state, cache size (keys)
-ARMS = {
-    "local": (1, False, 0),
-    "shared1_nocache": (1, True, 0),
-    "shared1": (1, True, 50_000),
-    "shared4_nocache": (4, True, 0),
-    "shared4": (4, True, 50_000),
-}
 
 
 def _records(hours: float) -> list[Record]:
@@ -69,17 +56,13 @@ def _records(hours: float) -> list[Record]:
     return out
 
 
-async def _run(
-    url: str, ns: str, records: list[Record], batch: int, workers: int, share: bool, cache_keys: int
-) -> tuple[float, int, int]:
+async def _run(url: str, ns: str, records: list[Record], batch: int, workers: int, share: bool) -> float:
     """Batches through ``workers`` engines, each batch saved like the runtime saves it: the changelog
     (changed conveyances, applied offsets) in one MULTI/EXEC, the shared state's updates in the same one."""
     r = aioredis.from_url(url)
     engines = [build_engine() for _ in range(workers)]
     logs = [RedisChangelog(r, 12, namespace=ns) for _ in engines]
-    shared = [
-        SharedFacts(r, e.joiner, namespace=ns, cache_keys=cache_keys) if share else None for e in engines
-    ]
+    shared = [SharedFacts(r, e.joiner, namespace=ns) if share else None for e in engines]
     for log, sf in zip(logs, shared, strict=True):
         log.shared = sf
     owner = [kafka_partition(rec.key, 12) % workers if rec.key else 0 for rec in records]  # before timing
@@ -106,8 +89,7 @@ async def _run(
             await pipe.execute()
     elapsed = time.perf_counter() - t0
     await r.aclose()
-    hits = sum(sf.cache_hits for sf in shared if sf is not None)
-    return elapsed, hits, sum(sf.cache_misses for sf in shared if sf is not None)
+    return elapsed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,26 +108,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = f"redis://127.0.0.1:{srv.port}/0"
         res: dict[str, Any] = {"events": n, "batch": args.batch}
+        arms = {"local": (1, False), "shared1": (1, True), "shared4": (4, True)}
         for k in range(args.repeat):  # interleaved; the best of each arm (the least disturbed by neighbours)
-            for arm, (workers, share, cache) in ARMS.items():
-                s, hits, misses = asyncio.run(
-                    _run(url, f"b{k}{arm}", records, args.batch, workers, share, cache)
-                )
+            for arm, (workers, share) in arms.items():
+                s = asyncio.run(_run(url, f"b{k}{arm}", records, args.batch, workers, share))
                 res[f"{arm}_s"] = min(s, res.get(f"{arm}_s", s))
-                if share:
-                    res[f"{arm}_hit_rate"] = round(hits / max(1, hits + misses), 3)
     finally:
         srv.stop()
-    shared = [arm for arm in ARMS if arm != "local"]
-    for arm in shared:
+    for arm in ("shared1", "shared4"):
         res[f"{arm}_added_us_per_event"] = round((res[f"{arm}_s"] - res["local_s"]) / n * 1e6, 2)
         res[f"{arm}_rate_ratio"] = round(res["local_s"] / res[f"{arm}_s"], 3)
-    print("| arm | seconds | events/s | added µs/event | rate vs local | cache hit rate |")
-    print("|---|---|---|---|---|---|")
-    print(f"| local | {res['local_s']:.2f} | {n / res['local_s']:,.0f} | | 1.000 | |")
-    for arm in shared:
+    print("| arm | seconds | events/s | added µs/event | rate vs local |")
+    print("|---|---|---|---|---|")
+    print(f"| local | {res['local_s']:.2f} | {n / res['local_s']:,.0f} | | 1.000 |")
+    for arm in ("shared1", "shared4"):
         s, added, ratio = res[f"{arm}_s"], res[f"{arm}_added_us_per_event"], res[f"{arm}_rate_ratio"]
-        print(f"| {arm} | {s:.2f} | {n / s:,.0f} | {added} | {ratio} | {res[f'{arm}_hit_rate']} |")
+        print(f"| {arm} | {s:.2f} | {n / s:,.0f} | {added} | {ratio} |")
     print(orjson.dumps(res).decode())
     return 0
 
