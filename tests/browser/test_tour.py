@@ -136,7 +136,9 @@ def _filter(page: Any, **choice: str) -> list[dict[str, str]]:
 def _shot(page: Any, name: str, show: str = "header") -> None:
     """A screenshot of the window (the list may hold hundreds of rows), scrolled to ``show``."""
     TOUR.mkdir(parents=True, exist_ok=True)
-    page.locator(show).first.scroll_into_view_if_needed()
+    # one step in the page: the live view redraws its tables every few seconds, so a located element can be
+    # replaced between finding it and scrolling to it
+    page.evaluate("(s) => document.querySelector(s)?.scrollIntoView({block: 'nearest'})", show)
     page.screenshot(path=str(TOUR / f"{name}.png"))
 
 
