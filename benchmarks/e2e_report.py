@@ -188,8 +188,11 @@ def summary(results: dict[str, Any], ref_rate: float = 2000.0) -> dict[str, Any]
     out["bukong_vs_naive_max_eps"] = _ratio(bm, out["naive_max_eps"], 1)
     out["bukong_vs_quix_max_eps"] = _ratio(bm, out["quix_max_eps"], 2)
     out["bukong_vs_pathway_max_eps"] = _ratio(bm, out["pathway_max_eps"], 2)
-    out["bukong_2w_vs_bukong_max_eps"] = _ratio(out.get("bukong_2w_max_eps"), bm, 2)
-    out["bukong_2w_vs_pathway_max_eps"] = _ratio(out.get("bukong_2w_max_eps"), out["pathway_max_eps"], 2)
+    for name in [n for n in results if n.startswith("bukong_")] or ["bukong_2w"]:
+        # several workers against one (scaling; 4 workers on 2 cores measure the group's overhead) and
+        # against the strongest peer
+        out[f"{name}_vs_bukong_max_eps"] = _ratio(out.get(f"{name}_max_eps"), bm, 2)
+        out[f"{name}_vs_pathway_max_eps"] = _ratio(out.get(f"{name}_max_eps"), out["pathway_max_eps"], 2)
     out["not_sustained"] = sorted(
         f"{name}@{int(row['rate'])}"
         for name, r in results.items()

@@ -30,6 +30,7 @@ def test_summary_reports_null_where_a_pipeline_fell_behind_and_checks_the_goals(
         "pathway": {"rates": [_row(2000, 12.0, True)], "max_eps": 80_000.0},
         "bukong": {"rates": [_row(2000, 12.0, True, 4.0), _row(5000, 70.0, True)], "max_eps": 40_000.0},
         "bukong_2w": {"rates": [_row(2000, 14.0, True)], "max_eps": 60_000.0},
+        "bukong_4w": {"rates": [_row(2000, 30.0, True)], "max_eps": 36_000.0},
     }
     s = summary(results)
     assert set(REQUIRED) <= set(s)
@@ -38,6 +39,7 @@ def test_summary_reports_null_where_a_pipeline_fell_behind_and_checks_the_goals(
     assert s["bukong_vs_floor_p99_at_2000"] == 1.2
     assert s["bukong_vs_naive_max_eps"] == 20.0
     assert s["bukong_vs_pathway_max_eps"] == 0.5 and s["bukong_2w_vs_bukong_max_eps"] == 1.5
+    assert s["bukong_4w_vs_bukong_max_eps"] == 0.9 and s["bukong_4w_p99_ms_at_2000"] == 30.0
     assert s["bukong_internal_p99_ms_at_2000"] == 4.0
     met = {g: ok for g, ok, _ in goals(s)}
     assert met["1 worker >= 1.3x Quix Streams' rate"] is True
