@@ -48,7 +48,7 @@ test: $(STAMP) $(SYSSTAMP) lint typecheck
 	$(BIN)/python -m pytest
 
 # end to end: floor, naive Faust, Quix Streams, Pathway and Bukong (1, 2 and 4 workers), each run 3 times
-# (medians and spread), ~40 minutes here
+# (medians and spread), ~50 minutes here
 bench: $(STAMP)
 	$(BIN)/python benchmarks/e2e.py --repeat 3
 
