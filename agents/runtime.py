@@ -44,6 +44,7 @@ from agents.delivery import (  # re-exported: the app and the tests import them 
     SendFn,
     late_dead_letters,
 )
+from agents.ingest import ingest
 from agents.results import on_results, tally
 from agents.stages import StageClock
 from pipeline.contracts import events as c
@@ -54,9 +55,8 @@ from pipeline.contracts.commands import (
     STATS_KEY,
     STATUS_PREFIX,
 )
-from pipeline.contracts.events import ContractError
 from pipeline.core.engine import Decision, Engine, Learned
-from pipeline.io.codec import dead_letter, decode_event
+from pipeline.io.codec import dead_letter
 from pipeline.io.metrics import Metrics
 
 __all__ = [  # the delivery primitives, re-exported for the app and the tests
@@ -331,41 +331,9 @@ class Runtime:
         await self._prefetch_shared(records, None)
         m = self.metrics
         now_ms = self.clock_ms()
-        decisions: list[Decision] = []
-        dead: list[dict[str, Any]] = []
         clock = time.perf_counter
         t0 = clock()
-        decode_s = 0.0
-        applied = self.applied
-        batch_applied = self._batch_applied
-        per_topic: dict[str, int] = {}
-        for rec in records:
-            per_topic[rec.topic] = per_topic.get(rec.topic, 0) + 1  # counted once per batch below
-            tp = f"{rec.topic}:{rec.partition}"
-            if applied and rec.offset <= applied.get(tp, -1):
-                continue  # already in the state restored from the changelog (redelivered after a failover)
-            batch_applied[tp] = rec.offset
-            if rec.key is not None:
-                self._key_partition[rec.key.decode("utf-8", "replace")] = rec.partition
-            t_dec = clock()
-            try:
-                ev = decode_event(rec.topic, rec.value, now_ms)
-            except ContractError as exc:
-                decode_s += clock() - t_dec
-                dead.append(self._dead(rec, exc, now_ms))
-                continue
-            decode_s += clock() - t_dec
-            try:
-                ts = ev["ts_ms"]
-                if ts > self.watermark_ms:
-                    self.watermark_ms = ts
-                if rec.topic == c.TRACKS:
-                    self._remember_point(ev)
-                trigger = {"partition": rec.partition, "offset": rec.offset, "produced_ms": rec.timestamp_ms}
-                decisions += self.engine.process(rec.topic, ev, trigger)
-            except Exception as exc:  # a bug in the core must not stop the worker: dead-letter and go on
-                log.exception("core failed on %s[%s]@%s", rec.topic, rec.partition, rec.offset)
-                dead.append(self._dead(rec, exc, now_ms))
+        decisions, dead, per_topic, decode_s = ingest(self, records, now_ms)
         dead += late_dead_letters(self.engine.joiner, self.metrics, now_ms)
         self.stages.add("decode", decode_s)
         for topic, n in per_topic.items():

@@ -17,6 +17,7 @@ so, by event time. Late rule: a GPS point older than the conveyance's latest poi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,34 @@ class FeatureEngine:
         if topic == "inspection-results":
             self.history.on_result(ev)
         return []
+
+    def on_tracks(self, points: Sequence[dict[str, Any]]) -> list[tuple[int, Exception]]:
+        """``on_event("tracks", p)`` for each point, in order, with a run of one conveyance's points looked
+        up once (a truck's points arrive together). The same state as one call per point, late points
+        included; returns (index, error) of points that failed (a bug: the agent dead-letters them)."""
+        fold, conv, late, convs = self.tracks.fold, self.join.conv, self.late, self.join.convs
+        failed: list[tuple[int, Exception]] = []
+        key: str | None = None
+        st = Conv()
+        wm = self.watermark
+        for i, ev in enumerate(points):
+            try:
+                ts = ev["ts_ms"]
+                if ts > wm:
+                    wm = ts
+                k = ev["conveyance_id"]
+                if k != key:
+                    st, key = conv(k, ts), k
+                elif ts > st.seen:  # the key written last: conv() would only move its time on
+                    st.seen = ts
+                    convs.rewrite(k, ts)
+                if fold(st.track, ts, float(ev["lat"]), float(ev["lon"]), float(ev["speed_kmh"])) == LATE:
+                    late.append(("tracks", ev))
+            except Exception as exc:  # handed back: the agent dead-letters the point
+                failed.append((i, exc))
+                key = None
+        self.watermark = wm
+        return failed
 
     def _declaration(self, d: dict[str, Any]) -> list[Ready]:
         if d["decl_id"] in self.history.decided:

@@ -164,6 +164,12 @@ class ChangelogStore(MemoryStore[K, V]):
         if key in self._data:
             self._changed.add(key)
 
+    def rewrite(self, key: K, ts_ms: int) -> None:
+        """``put(key, <its value>, ts_ms)`` for the key written last (already changed, already the most
+        recent in the LRU order): only its age moves on. The run of one conveyance's GPS points."""
+        if ts_ms > self._stamp[key]:
+            self._stamp[key] = ts_ms
+
     def restore(self, key: K, value: V, ts_ms: int) -> None:
         """Load one key's restored value (not a change: it is not drained again)."""
         MemoryStore.put(self, key, value, ts_ms)

@@ -7,7 +7,14 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts.events import MAX_MESSAGE_BYTES, TOPIC_KIND, ContractError, validate
+from pipeline.contracts.events import (
+    MAX_MESSAGE_BYTES,
+    TOPIC_KIND,
+    TRACKS,
+    ContractError,
+    track_ok,
+    validate,
+)
 
 RAW_KEEP_BYTES = 2048  # raw bytes kept in a dead-letter record
 
@@ -43,6 +50,20 @@ def decode_event(topic: str, raw: bytes | None, now_ms: int | None) -> dict[str,
     if kind is None:
         raise ContractError("unknown_topic", f"no contract for topic {topic!r}")
     return validate(kind, obj, now_ms)
+
+
+def decode_track(raw: bytes | None, now_ms: int | None) -> dict[str, Any]:
+    """``decode_event(TRACKS, raw, now_ms)`` for the GPS points: the well-formed record decoded and checked
+    in one step; anything else goes the general way, which raises the same ContractError as ever."""
+    if raw is not None and len(raw) <= MAX_MESSAGE_BYTES:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if track_ok(obj, now_ms):
+                return obj
+    return decode_event(TRACKS, raw, now_ms)
 
 
 def dead_letter(
