@@ -44,12 +44,31 @@ log = logging.getLogger("bukong.globalstate")
 HORIZON_MS = 7 * DAY + 10 * MIN  # enterprise velocity's longest window plus one bucket
 MEDIAN_KEEP = 101  # the median's window (FeatureConfig.hs_median_size)
 
-MIN_LUA = """
-for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not cur) or tonumber(ARGV[i + 1]) < tonumber(cur) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+# What a batch's declarations add to their enterprises, in one script (one reply to parse instead of five
+# per enterprise). KEYS: per enterprise its member zset and its first-ts hash. ARGV: ttl_s, then per
+# enterprise: n, the exclusive trim bound "(<ts>", n (score, member) pairs, m, m (field, ts) pairs, where a
+# field's ts is kept only if lower than the one held (the first time an HS code was seen).
+MEMBERS_LUA = """
+local ttl, a = ARGV[1], 2
+for k = 1, #KEYS, 2 do
+  local n, cutoff = tonumber(ARGV[a]), ARGV[a + 1]
+  a = a + 2
+  for j = a, a + 2 * n - 1, 2000 do  -- unpack() at most 1,000 members at a time (Lua's stack)
+    redis.call('ZADD', KEYS[k], unpack(ARGV, j, math.min(j + 1999, a + 2 * n - 1)))
   end
+  a = a + 2 * n
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', cutoff)
+  redis.call('EXPIRE', KEYS[k], ttl)
+  local nf = tonumber(ARGV[a])
+  a = a + 1
+  for i = 1, nf do
+    local cur = redis.call('HGET', KEYS[k + 1], ARGV[a])
+    if (not cur) or tonumber(ARGV[a + 1]) < tonumber(cur) then
+      redis.call('HSET', KEYS[k + 1], ARGV[a], ARGV[a + 1])
+    end
+    a = a + 2
+  end
+  redis.call('EXPIRE', KEYS[k + 1], ttl)
 end
 return 1
 """
@@ -273,14 +292,19 @@ class SharedFacts:
             f = first.setdefault(ent, {})
             f[hs] = min(ts, f.get(hs, ts))
             f["_since"] = min(ts, f.get("_since", ts))
+        if not by_ent:
+            return
+        keys: list[str] = []
+        args: list[Any] = [self.ttl_s]
         for ent, mapping in by_ent.items():
-            key = self._ent(ent)
-            pipe.zadd(key, mapping)
-            pipe.zremrangebyscore(key, "-inf", f"({max(mapping.values()) - HORIZON_MS}")
-            pipe.expire(key, self.ttl_s)
-            fkey = self._first(ent)
-            pipe.eval(MIN_LUA, 1, fkey, *[x for kv in first[ent].items() for x in kv])
-            pipe.expire(fkey, self.ttl_s)
+            keys += [self._ent(ent), self._first(ent)]
+            args += [len(mapping), f"({max(mapping.values()) - HORIZON_MS}"]
+            for member, ts in mapping.items():
+                args += [ts, member]
+            args.append(len(first[ent]))
+            for kv in first[ent].items():
+                args += kv
+        pipe.eval(MEMBERS_LUA, len(keys), *keys, *args)
 
 
 def _rows(members: list[bytes]) -> list[Any]:
