@@ -22,6 +22,10 @@ class FeatureConfig:
     stop_kmh: float = 3.0
     stop_min_ms: int = 10 * MIN
     site_radius_km: float = 3.0  # stops within this of a port or yard are scheduled
+    utc_offset_h: int = 8  # local time at the ports (China Standard Time)
+    night_from_h: int = 22  # a trip is a night trip from this local hour...
+    night_to_h: int = 6  # ...to this one
+    night_detour_min_km: float = 1.0  # night_dev_km: a detour at least this far off (GPS noise ~0.1 km)
     split_threshold_cny: float = 50_000.0
     split_low: float = 0.8
     hs_median_size: int = 101

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from features.combination import combination_facts
 from features.config import DAY, HOUR, MIN, FeatureConfig
 from features.enterprise import Enterprise, Member
 from features.history import History, Result
@@ -149,6 +150,7 @@ class FeatureEngine:
         self.join.self_drive_facts(d, st, facts)
         self._watch_facts(d, facts)
         self.history.facts(d, facts)
+        combination_facts(self.cfg, d, facts)
         facts["missing"] = missing
         self.history.remember(d)
         return Ready(d, facts, missing, topic, ts)

@@ -87,6 +87,13 @@ FACTS: Final[tuple[Fact, ...]] = (
     _F("border_dwell_s", "double", "s", "time spent within the border zone while slow"),
     _F("corridor_dev_km", "double", "km", "largest distance from the approved corridor"),
     _F("unscheduled_stops", "int", "count", "stops outside ports and yards"),
+    _F("night_trip", "bool", "", "the trip's latest fix (or the declaration) is at night, 22:00-06:00 local"),
+    _F(
+        "night_dev_km",
+        "double",
+        "km",
+        "largest distance from the approved corridor on a night trip, if at least 1 km (else 0)",
+    ),
     # --- self-drive vehicles (border residents)
     _F("sd_crossings_24h", "int", "count", "crossings of this self-drive vehicle in 24 h"),
     _F("sd_open_entries", "int", "count", "entries not written off by an exit"),

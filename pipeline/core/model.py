@@ -44,6 +44,7 @@ PRIOR_WEIGHTS: Final[dict[str, float]] = {
     "manifest_gap_ratio": -4.0,  # declared 20% under the manifest -> +0.8
     "unit_value_ratio": -1.5,  # half the usual unit value -> +1.0
     "corridor_dev_km": 4.0,  # 5 km off the corridor -> +1.4
+    "night_dev_km": 6.0,  # the same 5 km on a night trip -> +2.1 more (honest detours are rare at night)
     "unscheduled_stops": 4.0,  # 2 stops -> +0.9
     "border_dwell_s": 0.5,
     "split_count_24h": 4.0,  # 3 near-threshold declarations -> +1.1

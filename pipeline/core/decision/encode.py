@@ -143,6 +143,8 @@ _TEXT: Final[dict[str, Callable[[Any], str]]] = {
         f"declared unit value at {v * 100:.0f}% of the usual for this HS code/origin"
     ),
     "corridor_dev_km": lambda v: f"truck left the approved corridor by {v:.1f} km",
+    "night_dev_km": lambda v: f"left the approved corridor by {v:.1f} km on a night trip",
+    "night_trip": lambda v: "a night trip",
     "gps_gap_max_s": lambda v: f"GPS signal lost for {_minutes(v)}",
     "border_dwell_s": lambda v: f"lingered {_minutes(v)} slow in the border zone",
     "unscheduled_stops": lambda v: f"{v} unscheduled stop(s) on the way",
