@@ -308,12 +308,21 @@ def load_world(scenario: str, world: str, days: int, seed: int | None) -> World:
     return synthetic_items(scenario, days, seed if seed is not None else 1)
 
 
-POLICIES = ("today", "graded", "graded-nocap", "graded-value", "graded-value-sqrt", "graded-value-log")
+POLICIES = (
+    "today",
+    "graded",
+    "graded-unpaced",
+    "graded-nocap",
+    "graded-value",
+    "graded-value-sqrt",
+    "graded-value-log",
+)
 
 
 def _policy(name: str) -> PolicyConfig:
     """The decision design under test: ``today`` (the first design), ``graded`` (docs/policy.md),
-    ``graded-nocap`` (graded weights and lead demotion, hard hits not held to the daily budget), or
+    ``graded-unpaced`` (graded, without pacing the day's spend), ``graded-nocap`` (graded weights and lead
+    demotion, hard hits not held to the daily budget), or
     ``graded-value[-sqrt|-log]`` (graded, the ranked selection by risk x m(value); ratio by default)."""
     from pipeline.core.policy import first_design, graded_policy
 
@@ -321,6 +330,8 @@ def _policy(name: str) -> PolicyConfig:
         return first_design()
     if name == "graded-nocap":
         return graded_policy(hard_cap_points=None)
+    if name == "graded-unpaced":
+        return graded_policy(pace_slack=None)
     if name.startswith("graded-value"):
         transform = name.removeprefix("graded-value").removeprefix("-") or "ratio"
         return graded_policy(rank_by_value=True, value_transform=transform)

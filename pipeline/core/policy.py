@@ -68,6 +68,10 @@ class PolicyConfig:
     lead_override_sources: frozenset[str] = frozenset({"risk-centre"})  # never demoted (risk-centre override)
     watch_rule_ids: frozenset[str] = frozenset({"watchlist_hit"})  # rules that are the watchlist
     hard_cap_points: float | None = 1.0  # a site this far over its daily share: hard hits ranked instead
+    # pacing (None: off): ranked picks only while the site's inspections today stay within target x its
+    # declarations + this many, and a site behind by more ranks a larger share until it catches up (the
+    # day's spend follows its traffic). Random picks are not paced.
+    pace_slack: float | None = 1.0
     grade_pseudo: float = 8.0  # pseudo-inspections of the prior in a graded rate
     # ranking by value at stake (docs/policy.md, "Ranking by value"): the ranked selection and its threshold
     # use risk x m(declared value), m from the site's median declared value (the last ``budget.window``)
@@ -86,6 +90,7 @@ FIRST_DESIGN: dict[str, Any] = {
     "lead_clean_limit": 0,
     "hard_cap_points": None,
     "rank_by_value": False,
+    "pace_slack": None,
 }
 VALUE_TRANSFORMS = ("ratio", "sqrt", "log")
 
@@ -259,7 +264,7 @@ class DecisionPolicy:
         risk = self.combine(score, active, credit, facts)
         m = self.value_weight(site, decl, facts) if self.config.rank_by_value else 1.0
         rank = risk * m  # the ranked quantity: the threshold is a quantile of the site's recent ranks
-        threshold = self.budget.observe(site, rank, ts_ms)
+        threshold = self.budget.observe(site, rank, ts_ms, self.config.pace_slack)
         rule_lane = max((_g(h, "lane", "release") for h in active), key=lane_rank, default="release")
         severity = max((_g(h, "severity", "low") for h in active), key=_sev_rank, default="low")
         ctx = (decl_id, site, risk, threshold)
@@ -267,15 +272,17 @@ class DecisionPolicy:
             watch = any(facts.get(f"watch_{k}") for k in _WATCH_KINDS) and self.config.watchlist_is_hard
             return self._dispatch_hard(ctx, rule_lane, severity, watch, reasons)
         what = f"risk {risk:.2f}" if not self.config.rank_by_value else f"risk {risk:.2f} x value {m:.2f}"
-        if rank >= threshold:
+        paced = self.config.pace_slack is None or self.budget.within_pace(site, self.config.pace_slack)
+        if rank >= threshold and paced:
             return self._ranked(ctx, bool(active), rule_lane, severity, (score, what), credit, reasons)
         if active and rule_lane != "release":
-            reasons.append(
-                {
-                    "kind": "budget",
-                    "text": f"{what} below site threshold {threshold:.2f}: audit later",
-                }
+            why = (
+                f"{what} below site threshold {threshold:.2f}"
+                if rank < threshold
+                else f"{what} >= site threshold {threshold:.2f}, but the site's inspections today are ahead "
+                "of its budget"
             )
+            reasons.append({"kind": "budget", "text": f"{why}: audit later"})
             self.budget.record(site, False)
             return self._dispatch(
                 decl_id, site, "post_clearance_audit", "low", "rule", 1.0, reasons, risk, threshold

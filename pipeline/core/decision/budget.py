@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DAY_MS = 86_400_000
+CATCH_UP = 4.0  # a site behind its day's pace ranks at most this many times its usual share
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +108,11 @@ class BudgetController:
         if shift != s.shift:
             s.shift, s.shift_dispatched = shift, 0
 
-    def observe(self, site: str, risk: float, ts_ms: int) -> float:
-        """Add one declaration's risk; return the site's threshold for it."""
+    def observe(self, site: str, risk: float, ts_ms: int, pace: float | None = None) -> float:
+        """Add one declaration's risk; return the site's threshold for it. With ``pace`` (inspections of
+        slack), a site whose inspections today are behind ``target_share`` x its declarations by more than
+        ``pace`` ranks a larger share for a while (one more share of ``r`` per inspection behind, at most
+        ``CATCH_UP`` times ``r``): the day's spend catches up with its traffic instead of being lost."""
         cfg = self.config
         s = self._site(site)
         self._roll(s, ts_ms)
@@ -122,6 +126,10 @@ class BudgetController:
         if n < cfg.min_window:
             return cfg.cold_threshold
         r = min(max(cfg.model_share + s.integ, 0.0), 1.0)
+        if pace is not None:
+            behind = cfg.target_share * s.seen_day - s.dispatched_day - pace
+            if behind > 0:
+                r = min(r * (1.0 + min(behind, CATCH_UP - 1.0)), 1.0)
         if r <= 0.0:
             return float("inf")
         return s.sorted[min(n - 1, max(0, int((1.0 - r) * n)))]
@@ -133,6 +141,12 @@ class BudgetController:
         if s.values is None:
             s.values = ValueWindow()
         return s.values.add(value, self.config.window)
+
+    def within_pace(self, site: str, slack: float) -> bool:
+        """Whether one more inspection today keeps the site within ``target_share`` x its declarations so
+        far (this one included) + ``slack`` inspections: the day's spend cannot run ahead of its traffic."""
+        s = self._site(site)
+        return s.dispatched_day + 1 <= self.config.target_share * s.seen_day + slack
 
     def capacity_left(self, site: str) -> bool:
         cap = self.config.shift_capacity.get(site, self.config.default_shift_capacity)

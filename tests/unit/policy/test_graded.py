@@ -78,3 +78,27 @@ def test_the_default_is_the_graded_design_and_the_first_design_ignores_results()
     warm(a)
     warm(b)
     assert [watched(a, i).lane for i in range(50)] == [watched(b, i).lane for i in range(50)]
+
+
+def _risky_morning(policy: DecisionPolicy) -> list[str]:
+    """A quiet day that teaches the site its threshold, then the next day opens with a run of risky-looking
+    declarations: the selections of that next day's first 100."""
+    warm(policy, 600)
+    day2 = T0 + 86_400_000
+    rng = random.Random(5)
+    return [
+        policy.decide(decl(20_000 + i), {}, [], 0.6 + 0.4 * rng.random(), day2 + i * 1000).selection
+        for i in range(100)
+    ]
+
+
+def test_the_days_spend_cannot_run_ahead_of_its_traffic() -> None:
+    target = graded_policy().budget.target_share
+    paced = _risky_morning(DecisionPolicy(graded_policy(), ROSTERS))
+    unpaced = _risky_morning(DecisionPolicy(graded_policy(pace_slack=None), ROSTERS))
+    spent = 0
+    for n, sel in enumerate(paced, start=1):  # at every moment of the day: within target x seen + 1
+        spent += sel in ("model", "rule", "hard_rule", "random")
+        assert spent <= target * n + 1.0
+    assert spent >= 4  # the day still spends its budget (5 of 100), only not all in its first hour
+    assert sum(s == "model" for s in unpaced[:20]) > 5  # without pacing the morning burst takes it all
