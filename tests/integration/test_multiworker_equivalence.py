@@ -94,10 +94,10 @@ class Worker:
 
 def _engine(fixed_budget: bool) -> Engine:
     engine = build_engine()
-    if fixed_budget:  # the site budget held at its cold value and no cap on a site's daily spend (both are
-        # kept per worker): the policy keeps no state that depends on which worker decided what
+    if fixed_budget:  # the site budget held at its cold value, no cap on a site's daily spend and no pacing
+        # (all three kept per worker): the policy keeps no state that depends on which worker decided what
         budget = BudgetConfig(min_window=10**9)
-        config = PolicyConfig(budget=budget, hard_cap_points=None)
+        config = PolicyConfig(budget=budget, hard_cap_points=None, pace_slack=None)
         engine.policy = DecisionPolicy(config, rosters=sites.rosters())
     for lead in orjson.loads(INTEL.read_bytes()):
         engine.joiner.watch.add(lead["kind"], lead["id"], lead.get("source", "intel"), NEVER)  # type: ignore[attr-defined]
