@@ -72,6 +72,7 @@ class PolicyConfig:
     # declarations + this many, and a site behind by more ranks a larger share until it catches up (the
     # day's spend follows its traffic). Random picks are not paced.
     pace_slack: float | None = 1.0
+    pace_slack_cold: float = 5.0  # the slack while a site is cold (its first ``budget.min_window``)
     grade_pseudo: float = 8.0  # pseudo-inspections of the prior in a graded rate
     # ranking by value at stake (docs/policy.md, "Ranking by value"): the ranked selection and its threshold
     # use risk x m(declared value), m from the site's median declared value (the last ``budget.window``)
@@ -272,7 +273,8 @@ class DecisionPolicy:
             watch = any(facts.get(f"watch_{k}") for k in _WATCH_KINDS) and self.config.watchlist_is_hard
             return self._dispatch_hard(ctx, rule_lane, severity, watch, reasons)
         what = f"risk {risk:.2f}" if not self.config.rank_by_value else f"risk {risk:.2f} x value {m:.2f}"
-        paced = self.config.pace_slack is None or self.budget.within_pace(site, self.config.pace_slack)
+        cfg = self.config
+        paced = cfg.pace_slack is None or self.budget.within_pace(site, cfg.pace_slack, cfg.pace_slack_cold)
         if rank >= threshold and paced:
             return self._ranked(ctx, bool(active), rule_lane, severity, (score, what), credit, reasons)
         if active and rule_lane != "release":

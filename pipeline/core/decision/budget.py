@@ -142,10 +142,14 @@ class BudgetController:
             s.values = ValueWindow()
         return s.values.add(value, self.config.window)
 
-    def within_pace(self, site: str, slack: float) -> bool:
+    def within_pace(self, site: str, slack: float, cold_slack: float | None = None) -> bool:
         """Whether one more inspection today keeps the site within ``target_share`` x its declarations so
-        far (this one included) + ``slack`` inspections: the day's spend cannot run ahead of its traffic."""
+        far (this one included) + ``slack`` inspections: the day's spend cannot run ahead of its traffic.
+        A cold site (fewer than ``min_window`` risks seen, the threshold not yet a quantile) has
+        ``cold_slack`` instead, when larger: a new site's first hits are not held back by a single one."""
         s = self._site(site)
+        if cold_slack is not None and len(s.sorted) < self.config.min_window:
+            slack = max(slack, cold_slack)
         return s.dispatched_day + 1 <= self.config.target_share * s.seen_day + slack
 
     def capacity_left(self, site: str) -> bool:
