@@ -22,7 +22,8 @@ PORT_FRAUD = {"EHT": 0.9, "GQM": 1.2, "CEK": 1.5, "ZGD": 0.8, "MDL": 1.1, "HET":
 CLUSTERS = 24  # enterprise clusters (trading groups, agencies, home towns)
 ALTERNATOR_SHARE = 0.05  # enterprises that alternate clean and dirty shipments
 HOPPER_SHARE = 0.06  # declarants who file for enterprises not their own
-NIGHT_HOURS = frozenset({22, 23, 0, 1, 2, 3, 4, 5})
+NIGHT_HOURS = frozenset({22, 23, 0, 1, 2, 3, 4, 5})  # local hours (UTC+8)
+LOCAL_OFFSET_H = 8
 LEAD_LIFE_DAYS = 12.0  # a true lead's target stays active for an exponential time with this mean
 # how often honest traffic shows each single-fact anomaly (gps gap, stop, detour, discount, near threshold)
 HONEST_NOISE = {
@@ -213,7 +214,7 @@ class HonestWorld:
         approved road is closed); a night deviation shows as a detour, or as a gap or stop instead."""
         if not self.honest:
             return ""
-        night = (gate_in // 3_600_000) % 24 in NIGHT_HOURS
+        night = (gate_in // 3_600_000 + LOCAL_OFFSET_H) % 24 in NIGHT_HOURS  # local time, like the typology
         if typ == "night_deviation":
             return self.rng.choices(("night", "gap", "stop"), (0.6, 0.2, 0.2))[0]
         if typ:

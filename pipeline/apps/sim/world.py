@@ -247,7 +247,7 @@ class Simulator(hw.HonestWorld, SelfDriveTraffic):
         rng, sc = self.rng, self.sc
         day = (hour_ms - self.start_ms) / DAY_MS
         month = local_month(hour_ms)
-        h = (hour_ms // HOUR_MS) % 24
+        h = local_hour(hour_ms)  # the day's rhythm is the crossing's, on local time (UTC+8)
         if self.leads is not None and self.sc.leads_per_day > 0:
             for _ in range(_poisson(rng, self.sc.leads_per_day * span_ms / DAY_MS)):
                 self._new_lead(hour_ms + int(rng.random() * span_ms))
