@@ -82,23 +82,40 @@ class BatchTransport(faust_aiokafka.Transport):
 
 
 class OffsetCommitter:
-    """Commits the next offset of each processed partition, at most every ``interval_s``, or on demand."""
+    """Commits the next offset of each processed partition, at most every ``interval_s``, or on demand.
+
+    ``maybe_commit`` (after every batch) starts the commit and returns: the batch path never waits for the
+    broker's answer. Offsets handed to ``processed`` belong to batches already saved, so committing them
+    later is only later; one commit is in flight at a time, and ``commit`` (on revocation, at shutdown) waits
+    for it before committing the rest, so offsets reach the broker in order."""
 
     def __init__(self, consumer: BatchConsumer, interval_s: float = 0.2) -> None:
         self.consumer = consumer
         self.interval_s = interval_s
         self.pending: dict[Any, int] = {}
         self.last = time.monotonic()
+        self._inflight: asyncio.Future[None] | None = None
 
     def processed(self, batch: dict[Any, list[Any]]) -> None:
+        pending = self.pending
         for tp, recs in batch.items():
-            self.pending[tp] = recs[-1].offset + 1
+            nxt = recs[-1].offset + 1
+            if nxt > pending.get(tp, -1):
+                pending[tp] = nxt
 
     async def maybe_commit(self) -> None:
-        if self.pending and time.monotonic() - self.last >= self.interval_s:
-            await self.commit()
+        if not self.pending or time.monotonic() - self.last < self.interval_s:
+            return
+        if self._inflight is not None and not self._inflight.done():
+            return  # the previous commit is still on its way: these offsets go with the next one
+        offsets, self.pending = self.pending, {}
+        self.last = time.monotonic()
+        self._inflight = asyncio.ensure_future(self._send(offsets))
 
     async def commit(self, only: Iterable[Any] | None = None) -> None:
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await asyncio.shield(inflight)
         if not self.pending:
             return
         if only is None:
@@ -110,9 +127,10 @@ class OffsetCommitter:
                 self.pending.pop(tp, None)
         self.last = time.monotonic()
         if offsets:
-            try:
-                await self.consumer._thread.commit(
-                    {TP(tp.topic, tp.partition): o for tp, o in offsets.items()}
-                )
-            except Exception:  # partitions already moved: the new owner re-reads them; dedupe absorbs it
-                log.warning("offset commit failed for %d partitions", len(offsets), exc_info=True)
+            await self._send(offsets)
+
+    async def _send(self, offsets: dict[Any, int]) -> None:
+        try:
+            await self.consumer._thread.commit({TP(tp.topic, tp.partition): o for tp, o in offsets.items()})
+        except Exception:  # partitions already moved: the new owner re-reads them; dedupe absorbs it
+            log.warning("offset commit failed for %d partitions", len(offsets), exc_info=True)
