@@ -92,6 +92,44 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
+# A batch's own writes after the broker's acks, as one command of its MULTI/EXEC (instead of a command per
+# counter, per sent command and per stream entry). KEYS: stats hash, rule-stats hash, live stream,
+# notification stream, then the status hash of each sent command. ARGV: sent_ms, ttl_s, stream maxlen; the
+# number of stats counters, then (field, increment) each; the same for the rule counters; then per sent
+# command (partition, offset, track, body); then the notification bodies. Each status is marked as
+# SENT_LUA marks it, and every sent command and notification is added to its stream, in the same order as
+# the commands this script replaces.
+SAVE_LUA = """
+local now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local i = 4
+for h = 1, 2 do
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n do
+    redis.call('HINCRBY', KEYS[h], ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+end
+for k = 5, #KEYS do
+  local key = KEYS[k]
+  if redis.call('HEXISTS', key, 'command') == 1 then
+    if redis.call('HGET', key, 'status') == 'pending' then
+      redis.call('HSET', key, 'status', 'sent')
+    end
+    redis.call('HSET', key, 'sent_ms', now, 'partition', ARGV[i], 'offset', ARGV[i + 1], 'track', ARGV[i + 2])
+    redis.call('HDEL', key, 'token', 'pending_ms')
+    redis.call('EXPIRE', key, ttl)
+  end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'c', ARGV[i + 3])
+  i = i + 4
+end
+while i <= #ARGV do
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'n', ARGV[i])
+  i = i + 1
+end
+return 1
+"""
+
 # An inspection result updates the status of a command that exists; it never creates a key.
 # KEYS: status hashes; ARGV: (outcome, result_ms, found_value_cny) per key. Returns 1/0 per key.
 RESULT_LUA = """

@@ -33,6 +33,7 @@ from agents.delivery import (  # re-exported: the app and the tests import them 
     REDIS_ERRORS,
     RESERVE_LUA,
     RESULT_LUA,
+    SAVE_LUA,
     SENT_LUA,
     BatchStats,
     BrokerUnavailable,
@@ -429,7 +430,8 @@ class Runtime:
         now_ms: int,
     ) -> None:
         """One Redis round trip after the acks: state and applied offsets (MULTI/EXEC with a changelog),
-        counters, each sent command's status and live-stream entry, notifications."""
+        then counters, each sent command's status and live-stream entry and the notifications in one script
+        (SAVE_LUA)."""
         batch_applied = self._batch_applied
         track_of = {
             o.command["command_id"]: orjson.dumps(list(self.tracks.get(o.command["conveyance_id"]) or []))
@@ -437,31 +439,29 @@ class Runtime:
             if o.command is not None
         }
 
+        keys = [STATS_KEY, RULE_STATS_KEY, LIVE_STREAM_KEY, NOTIFY_STREAM_KEY]
+        counters = [(k, v) for k, v in counts.items() if v]
+        args: list[Any] = [now_ms, self.dedupe_ttl_s, self.live_maxlen, len(counters)]
+        for kv in counters:
+            args += kv
+        args.append(len(rule_counts))
+        for kv in rule_counts.items():
+            args += kv
+        for o in sent:
+            assert o.command is not None
+            cid = o.command["command_id"]
+            keys.append(STATUS_PREFIX + cid)
+            part = o.partition if o.partition is not None else -1
+            args += [part, o.offset if o.offset is not None else -1, track_of[cid], o.value]
+        args += note_bodies
+        own = bool(counters or rule_counts or sent or note_bodies)
+
         def write() -> Awaitable[Any]:
             pipe = self.redis.pipeline(transaction=self.changelog is not None)
             if self.changelog is not None:
                 self.changelog.stage(pipe, dirty, batch_applied, self._partition_of)
-            for k, v in counts.items():
-                if v:
-                    pipe.hincrby(STATS_KEY, k, v)
-            for k, v in rule_counts.items():
-                pipe.hincrby(RULE_STATS_KEY, k, v)
-            for o in sent:
-                assert o.command is not None
-                cid = o.command["command_id"]
-                pipe.eval(
-                    SENT_LUA,
-                    1,
-                    STATUS_PREFIX + cid,
-                    now_ms,
-                    o.partition if o.partition is not None else -1,
-                    o.offset if o.offset is not None else -1,
-                    track_of[cid],
-                    self.dedupe_ttl_s,
-                )
-                pipe.xadd(LIVE_STREAM_KEY, {"c": o.value}, maxlen=self.live_maxlen, approximate=True)
-            for body in note_bodies:
-                pipe.xadd(NOTIFY_STREAM_KEY, {"n": body}, maxlen=self.live_maxlen, approximate=True)
+            if own:  # counters, each sent command's status and live-stream entry, notifications
+                pipe.eval(SAVE_LUA, len(keys), *keys, *args)
             return pipe.execute()
 
         await self.retry("redis", "saving the batch (state, offsets, command status)", write)
