@@ -7,7 +7,9 @@ letters as ``decode_event``), no trigger built (a point never completes a declar
 consecutive points folded by one call of the joiner's ``on_tracks`` (the same state as one ``on_event`` per
 point; a joiner without it gets them one by one). Every other record goes through ``Engine.process`` in
 order; a run of points is folded before the next record of another topic, so no declaration sees a point
-that came after it. Called by ``Runtime._process`` under its lock.
+that came after it. Called by ``Runtime._process`` under its lock, in two passes: ``decode`` (bytes ->
+event, refusal, or skipped) runs while the read of the shared state is on its way to Redis, then ``ingest``
+folds and decides in record order, dead-lettering refusals in that order.
 """
 
 from __future__ import annotations
@@ -26,41 +28,56 @@ if TYPE_CHECKING:
     from agents.runtime import Runtime
 
 
+Decoded = dict[str, Any] | ContractError | None  # an event, its refusal, or None: already in the state
+
+
+def decode(rt: Runtime, records: Sequence[Record], now_ms: int) -> list[Decoded]:
+    """The first pass: every record decoded and validated, refused, or skipped (at or below the offset the
+    restored state already applied). Reads only ``rt.applied``; ``ingest`` makes the dead letters."""
+    out: list[Decoded] = []
+    applied = rt.applied
+    topic, partition, floor, track = "", -1, -1, False
+    for rec in records:
+        if rec.topic != topic or rec.partition != partition:
+            topic, partition = rec.topic, rec.partition
+            floor, track = applied.get(f"{topic}:{partition}", -1), topic == c.TRACKS
+        if rec.offset <= floor:
+            out.append(None)
+            continue
+        try:
+            out.append(decode_track(rec.value, now_ms) if track else decode_event(topic, rec.value, now_ms))
+        except ContractError as exc:
+            out.append(exc)
+    return out
+
+
 def ingest(
-    rt: Runtime, records: Sequence[Record], now_ms: int
-) -> tuple[list[Decision], list[dict[str, Any]], dict[str, int], float]:
-    """Decisions, dead letters (late points not included: the caller drains them), records per topic, and
-    the seconds spent decoding."""
+    rt: Runtime, records: Sequence[Record], now_ms: int, decoded: Sequence[Decoded]
+) -> tuple[list[Decision], list[dict[str, Any]], dict[str, int]]:
+    """Decisions, dead letters (late points not included: the caller drains them) and records per topic,
+    from the records and their ``decode`` results."""
     decisions: list[Decision] = []
     dead: list[dict[str, Any]] = []
     per_topic: dict[str, int] = {}
-    clock = time.perf_counter
-    decode_s = 0.0
-    applied, batch_applied, key_partition = rt.applied, rt._batch_applied, rt._key_partition
+    batch_applied, key_partition = rt._batch_applied, rt._key_partition
     points: list[dict[str, Any]] = []  # the run of GPS points not folded yet, and their records
     point_recs: list[Record] = []
-    topic, partition, tp, floor, last_key, track = "", -1, "", -1, b"", False
-    for rec in records:
+    topic, partition, tp, last_key, track = "", -1, "", b"", False
+    for rec, ev in zip(records, decoded, strict=True):
         if rec.topic != topic or rec.partition != partition:  # the next topic-partition of the batch
             topic, partition, last_key = rec.topic, rec.partition, b""
             tp, track = f"{topic}:{partition}", topic == c.TRACKS
-            floor = applied.get(tp, -1)
         per_topic[topic] = per_topic.get(topic, 0) + 1  # counted once per batch by the caller
-        if rec.offset <= floor:
+        if ev is None:
             continue  # already in the state restored from the changelog (redelivered after a failover)
         batch_applied[tp] = rec.offset
         key = rec.key
         if key is not None and key != last_key:
             last_key = key
             key_partition[key.decode("utf-8", "replace")] = partition
-        t_dec = clock()
-        try:
-            ev = decode_track(rec.value, now_ms) if track else decode_event(topic, rec.value, now_ms)
-        except ContractError as exc:
-            decode_s += clock() - t_dec
-            dead.append(rt._dead(rec, exc, now_ms))
+        if isinstance(ev, ContractError):
+            dead.append(rt._dead(rec, ev, now_ms))
             continue
-        decode_s += clock() - t_dec
         ts = ev["ts_ms"]
         if ts > rt.watermark_ms:
             rt.watermark_ms = ts
@@ -80,7 +97,7 @@ def ingest(
             dead.append(rt._dead(rec, exc, now_ms))
     if points:
         _fold(rt, points, point_recs, dead, now_ms)
-    return decisions, dead, per_topic, decode_s
+    return decisions, dead, per_topic
 
 
 def _fold(
