@@ -113,7 +113,7 @@ class _Worker:
                 health=self.health,
             )
             rt.changelog = RedisChangelog(rt.redis, s.partitions, namespace=s.app_id)
-            rt.changelog.shared = SharedFacts(rt.redis, rt.engine.joiner, namespace=s.app_id)
+            rt.changelog.shared = SharedFacts(rt.redis, rt.engine.joiner, namespace=s.app_id, group=rt.engine)
         return rt
 
     def committer(self) -> OffsetCommitter:

@@ -22,6 +22,9 @@ Layout (``<ns>:g:`` prefix; every key expires ``ttl_s`` after its last write):
 ``res:<decl_id>``          str    a result already counted (3 days): the dedupe of ``hist``
 =========================  =====  ===========================================================================
 
+With ``group`` (the engine), the site budgets, the grades and the model are held alike by every worker too:
+the decision log of agents/grouplog.py rides the same read and the same MULTI/EXEC.
+
 Failure: every read and write goes through the runtime's retry (the worker holds and retries with backoff
 while Redis is down; nothing is decided on a partial view, nothing is lost).
 """
@@ -34,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from agents.grouplog import GroupLog
 from features.config import DAY, MIN
 from features.enterprise import Member
 from features.history import KINDS, Result
@@ -108,7 +112,14 @@ return 1
 
 
 class SharedFacts:
-    def __init__(self, redis: Any, joiner: Any, namespace: str = "bukong", ttl_s: int = 30 * 86_400) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        joiner: Any,
+        namespace: str = "bukong",
+        ttl_s: int = 30 * 86_400,
+        group: Any = None,
+    ) -> None:
         self.redis = redis
         self.joiner = joiner
         self.ns = f"{namespace}:g:"
@@ -116,6 +127,8 @@ class SharedFacts:
         self._unsent: tuple[list[Member], list[Value], list[Result]] = ([], [], [])
         self.unreadable = 0  # keys whose shared state could not be read (kept this worker's own)
         joiner.share()
+        # the engine (``group``): its site budgets, grades and model follow the group's decision log
+        self.log = GroupLog(redis, group, namespace) if group is not None else None
 
     # -- keys --------------------------------------------------------------------------------------------
     def _ent(self, ent: str) -> str:
@@ -155,7 +168,12 @@ class SharedFacts:
         ents: set[str] = set()
         meds: set[tuple[str, str]] = set()
         parties: set[tuple[str, str]] = set()
-        for d in self.declarations(records, watermark_ms):
+        decls = self.declarations(records, watermark_ms)
+        if self.log is not None:
+            self.log.saved()
+            if decls and self.log.cursor is None:
+                await self.log.catch_up()
+        for d in decls:
             ent = d["enterprise_id"]
             ents.add(ent)
             meds.add((str(d.get("hs_code", "")), str(d.get("origin", ""))))
@@ -168,8 +186,14 @@ class SharedFacts:
         keys = [k for ent in e for k in (self._ent(ent), self._first(ent))]
         keys += [self._med(hs, origin) for hs, origin in m] + [self._hist(kind, id_) for kind, id_ in p]
         # one script, one reply: every key's state as one JSON document (a reply element costs ~5 µs to
-        # parse in redis-py, a JSON value ~50 ns in orjson)
-        raw = await self.redis.eval(READ_LUA, len(keys), *keys, len(e), len(m), len(p), MEDIAN_KEEP)
+        # parse in redis-py, a JSON value ~50 ns in orjson); the group log's news in the same round trip
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.eval(READ_LUA, len(keys), *keys, len(e), len(m), len(p), MEDIAN_KEEP)
+        logged = self.log is not None and self.log.queue_read(pipe)
+        replies = await pipe.execute()
+        raw = replies[0]
+        if logged and self.log is not None:
+            await self.log.read_rest(replies[1])
         try:
             self._load_parsed(e, m, p, orjson.loads(raw))
         except (ValueError, TypeError, KeyError, IndexError):  # a key in a shape we do not write (the JSON
@@ -272,6 +296,8 @@ class SharedFacts:
             pipe.zadd(key, mapping)
             pipe.zremrangebyrank(key, 0, -MEDIAN_KEEP - 1)
             pipe.expire(key, self.ttl_s)
+        if self.log is not None:
+            self.log.stage(pipe)
         for decl_id, parties, violated in results:
             keys = [self._hist(k, i) for k, i in zip(KINDS, parties, strict=True) if i]
             pipe.eval(

@@ -62,7 +62,7 @@ async def _run(url: str, ns: str, records: list[Record], batch: int, workers: in
     r = aioredis.from_url(url)
     engines = [build_engine() for _ in range(workers)]
     logs = [RedisChangelog(r, 12, namespace=ns) for _ in engines]
-    shared = [SharedFacts(r, e.joiner, namespace=ns) if share else None for e in engines]
+    shared = [SharedFacts(r, e.joiner, namespace=ns, group=e) if share else None for e in engines]
     for log, sf in zip(logs, shared, strict=True):
         log.shared = sf
     owner = [kafka_partition(rec.key, 12) % workers if rec.key else 0 for rec in records]  # before timing

@@ -14,7 +14,8 @@ pipeline/core/policy.py; this module wires them and turns each decided declarati
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -112,6 +113,9 @@ class Engine:
     border: tuple[tuple[float, float], ...] = ()  # the border line: an intercept must happen before it
     lane_deadline_ms: dict[str, int] = field(default_factory=lambda: dict(LANE_DEADLINE_MS))
     decided: int = 0
+    # once shared by a consumer group (share_group()): the results learnt here, to publish
+    learned_journal: list[list[Any]] | None = None
+    _learned_refs: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def process(
         self, topic: str, ev: dict[str, Any], trigger: dict[str, Any] | None = None
@@ -236,6 +240,11 @@ class Engine:
             weight = importance_weight(meta.get("selection", "rule"), meta.get("selection_prob", 1.0))
             drift = self.model.learn(snap.facts, label, weight, ev["ts_ms"])
             learned = True
+        if self.learned_journal is not None and ev["outcome"] in ("violation", "clean"):
+            self._remember_learned(ev["decl_id"])
+            keys = meta.get("grade_keys") or [f"rule:{r}" for r in meta.get("rule_ids", ())]
+            weight = importance_weight(meta.get("selection", "rule"), meta.get("selection_prob", 1.0))
+            self.learned_journal.append([ev["decl_id"], ev["ts_ms"], int(label), weight, keys, snap.facts])
         return Learned(
             ev["decl_id"],
             ev["command_id"],
@@ -247,6 +256,57 @@ class Engine:
             drift,
             str(snap.facts.get("watch_source") or ""),
         )
+
+    # -- shared by a consumer group ----------------------------------------------------------------------
+    def share_group(self) -> None:
+        """Journal what a consumer group must hold alike: every decision's effect on its site's budget and
+        every result learnt (model and grades). The agents publish ``drain_group()`` and fold the other
+        workers' entries with ``apply_group()`` (agents/globalstate.py), so every worker's budget, grades and
+        model follow the same sequence."""
+        budget = getattr(self.policy, "budget", None)
+        if budget is not None:
+            budget.share()
+        if self.learned_journal is None:
+            self.learned_journal = []
+
+    def drain_group(self) -> list[list[Any]]:
+        """This worker's entries since the last drain: ``["b", *budget entry]`` per decision (see
+        ``BudgetController.apply``), ``["l", decl_id, ts, label, weight, grade keys, facts]`` per result."""
+        budget = getattr(self.policy, "budget", None)
+        out = [["b", *e] for e in budget.drain()] if budget is not None else []
+        if self.learned_journal:
+            out += [["l", *e] for e in self.learned_journal]
+            self.learned_journal = []
+        return out
+
+    def apply_group(self, entries: Iterable[Sequence[Any]]) -> int:
+        """Fold in other workers' entries, in their order; returns how many changed state. An entry already
+        folded (or made here) is skipped; one of another shape raises ValueError/TypeError/IndexError."""
+        budget = getattr(self.policy, "budget", None)
+        n = 0
+        for entry in entries:
+            kind = entry[0]
+            if kind == "b" and budget is not None:
+                n += budget.apply(list(entry[1:]))
+            elif kind == "l":
+                n += self._apply_learned(*entry[1:])
+        return n
+
+    def _apply_learned(
+        self, decl_id: str, ts_ms: int, label: int, weight: float, keys: list[str], facts: dict[str, Any]
+    ) -> bool:
+        if decl_id in self._learned_refs:
+            return False
+        self._remember_learned(decl_id)
+        self.policy.on_result({"grade_keys": list(keys)}, bool(label))
+        if self.model is not None:
+            self.model.learn(facts, bool(label), float(weight), int(ts_ms))
+        return True
+
+    def _remember_learned(self, decl_id: str) -> None:
+        self._learned_refs[decl_id] = None
+        if len(self._learned_refs) > 200_000:
+            self._learned_refs.popitem(last=False)
 
 
 def replay(engine: Engine, events: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Decision]:

@@ -260,6 +260,15 @@ class ModelRegistry:
     def checkpoint(self, path: str | os.PathLike[str]) -> None:
         self.champion.checkpoint(path)
 
+    def to_bytes(self) -> bytes:
+        """The champion's state (the consumer group's shared checkpoint, agents/globalstate.py)."""
+        return self.champion.to_bytes()
+
+    def load_bytes(self, data: bytes) -> None:
+        """Replace the champion by a checkpoint ``to_bytes`` wrote, version included (the group's model is
+        one model: every worker names the same version)."""
+        self.champion = RiskModel.from_bytes(data)
+
     def learn(
         self, facts_snapshot: Mapping[str, Any], label: bool, weight: float = 1.0, ts_ms: int = 0
     ) -> DriftEvent | None:

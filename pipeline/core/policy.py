@@ -265,7 +265,7 @@ class DecisionPolicy:
         risk = self.combine(score, active, credit, facts)
         m = self.value_weight(site, decl, facts) if self.config.rank_by_value else 1.0
         rank = risk * m  # the ranked quantity: the threshold is a quantile of the site's recent ranks
-        threshold = self.budget.observe(site, rank, ts_ms, self.config.pace_slack)
+        threshold = self.budget.observe(site, rank, ts_ms, self.config.pace_slack, ref=decl_id)
         rule_lane = max((_g(h, "lane", "release") for h in active), key=lane_rank, default="release")
         severity = max((_g(h, "severity", "low") for h in active), key=_sev_rank, default="low")
         ctx = (decl_id, site, risk, threshold)

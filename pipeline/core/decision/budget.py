@@ -9,6 +9,14 @@ on inspections; hard rules may exceed it and are counted as ``over_budget``.
 
 State per site is small and bounded (window length; at most ``max_sites`` sites, least recently seen dropped)
 and round-trips through ``snapshot()``/``restore()``. Event time only: days and shifts are ``ts_ms`` buckets.
+
+**Shared by a consumer group** (``share()``): a site's budget is the site's, whichever worker decides its
+declarations. Every decision is then also written to ``journal`` as one entry ``[ref, site, ts, rank, value,
+inspected, hard]`` (``ref`` the declaration id, ``value`` the declared value when ranking by value); the
+agents publish the entries, and every other worker folds them in with ``apply()`` (the same state changes,
+in the same order; an entry whose ``ref`` was already folded or decided here is skipped). The state is a
+function of the sequence of entries, so workers that fold the same sequence hold the same thresholds, daily
+counts and pace.
 """
 
 from __future__ import annotations
@@ -84,10 +92,57 @@ class ValueWindow:
         return self.sorted[len(self.sorted) // 2]
 
 
+Entry = list[Any]  # [ref, site, ts_ms, rank, value or None, inspected 0/1, hard 0/1]
+APPLIED_KEEP = 200_000  # declaration ids remembered to skip an entry folded twice
+
+
 class BudgetController:
     def __init__(self, config: BudgetConfig | None = None) -> None:
         self.config = config or BudgetConfig()
         self.sites: OrderedDict[str, SiteBudget] = OrderedDict()
+        self.journal: list[Entry] | None = None  # this worker's decisions, once shared (``share()``)
+        self._open: Entry | None = None  # the decision being made: observed, not yet recorded
+        self._value: float | None = None  # the value ``value_scale`` took in for it
+        self._applied: OrderedDict[str, None] = OrderedDict()
+
+    # -- shared by a consumer group ------------------------------------------------------------------
+    def share(self) -> None:
+        """Journal every decision from now on (``drain()`` takes the entries)."""
+        if self.journal is None:
+            self.journal = []
+
+    def drain(self) -> list[Entry]:
+        """The decisions made since the last drain, in order."""
+        out = self.journal or []
+        if self.journal is not None:
+            self.journal = []
+        return out
+
+    def apply(self, entry: Entry) -> bool:
+        """Fold in one decision another worker made (its ``journal`` entry): the state changes its
+        ``observe``/``value_scale``/``record`` made there. False when ``ref`` was already folded or decided
+        here (a redelivered entry). Raises ValueError/TypeError on an entry of another shape."""
+        ref, site, ts, rank, value, inspected, hard = entry
+        where, ts, rank = str(site), int(ts), float(rank)  # the shape checked before anything changes
+        value = None if value is None else float(value)
+        if ref and ref in self._applied:
+            return False
+        if ref:
+            self._remember(str(ref))
+        journal, self.journal = self.journal, None
+        try:
+            if value is not None:
+                self.value_scale(where, value)
+            self.observe(where, rank, ts)
+            self.record(where, bool(inspected), bool(hard))
+        finally:
+            self.journal = journal
+        return True
+
+    def _remember(self, ref: str) -> None:
+        self._applied[ref] = None
+        if len(self._applied) > APPLIED_KEEP:
+            self._applied.popitem(last=False)
 
     def _site(self, site: str) -> SiteBudget:
         s = self.sites.get(site)
@@ -108,13 +163,19 @@ class BudgetController:
         if shift != s.shift:
             s.shift, s.shift_dispatched = shift, 0
 
-    def observe(self, site: str, risk: float, ts_ms: int, pace: float | None = None) -> float:
+    def observe(self, site: str, risk: float, ts_ms: int, pace: float | None = None, ref: str = "") -> float:
         """Add one declaration's risk; return the site's threshold for it. With ``pace`` (inspections of
         slack), a site whose inspections today are behind ``target_share`` x its declarations by more than
         ``pace`` ranks a larger share for a while (one more share of ``r`` per inspection behind, at most
-        ``CATCH_UP`` times ``r``): the day's spend catches up with its traffic instead of being lost."""
+        ``CATCH_UP`` times ``r``): the day's spend catches up with its traffic instead of being lost.
+        ``ref`` names the decision (the declaration id) in the journal."""
         cfg = self.config
         s = self._site(site)
+        if self.journal is not None:
+            self._open = [ref, site, ts_ms, risk, self._value, 0, 0]
+            if ref:
+                self._remember(ref)
+        self._value = None
         self._roll(s, ts_ms)
         s.seen_day += 1
         s.recent.append(risk)
@@ -140,6 +201,7 @@ class BudgetController:
         s = self._site(site)
         if s.values is None:
             s.values = ValueWindow()
+        self._value = value
         return s.values.add(value, self.config.window)
 
     def within_pace(self, site: str, slack: float, cold_slack: float | None = None) -> bool:
@@ -168,6 +230,11 @@ class BudgetController:
             s.dispatched_day += 1
             s.shift_dispatched += 1
             s.over_budget_day += over
+        if self._open is not None and self._open[1] == site:
+            self._open[5], self._open[6] = int(inspected), int(hard)
+            if self.journal is not None:
+                self.journal.append(self._open)
+            self._open = None
         bound = cfg.target_share
         s.integ = min(max(s.integ + cfg.gain * (cfg.target_share - float(inspected)), -bound), bound)
         return over
