@@ -440,6 +440,10 @@ def test_real_workers_count_a_split_shipment_across_partitions(
             cmds = st.read(
                 c.DISPATCH_COMMANDS, want=TRUCKS, timeout_s=90, where=lambda x: uid in x["decl_id"]
             )
+            # the site budget counted each decision once, whoever made it (the killed worker's included)
+            logged = [orjson.loads(f[b"e"]) for _, f in r.xrange("bukong:g:log")]
+            budget_refs = sorted(e[1] for e in logged if e[0] == "b" and uid in e[1])
+            assert budget_refs == sorted(d["decl_id"] for d in decls)
         finally:
             for p in procs:
                 stop_worker(p)
