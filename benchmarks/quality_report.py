@@ -88,6 +88,7 @@ def row(s: Any, items_value: float, target: float, world: World) -> dict[str, An
             "found": int(t.audits[1]),
             "value_recall": round(t.audits[2] / items_value, 4) if items_value else 0.0,
         },
+        **_split(t.by_selection, t.inspections),
         "by_selection": {
             sel: {"inspections": n, "precision": round(f / n, 3) if n else 0.0}
             for sel, (n, f) in sorted(t.by_selection.items())
@@ -99,7 +100,31 @@ def row(s: Any, items_value: float, target: float, world: World) -> dict[str, An
     return out
 
 
-NUMBERS = ("precision", "value_recall", "max_site_day_deviation_points", "new_typology_day_after")
+def _split(by_selection: dict[str, list[int]], inspections: int) -> dict[str, Any]:
+    """Precision of the targeted inspections (hard rule, rule, model) and of the random picks, apart; a
+    strategy without random picks has no ``precision_random``."""
+    rnd_n, rnd_f = by_selection.get("random", [0, 0])
+    tgt_n = sum(n for sel, (n, _) in by_selection.items() if sel != "random")
+    tgt_f = sum(f for sel, (_, f) in by_selection.items() if sel != "random")
+    out: dict[str, Any] = {
+        "precision_targeted": round(tgt_f / tgt_n, 4) if tgt_n else 0.0,
+        "random_share_of_inspections": round(rnd_n / inspections, 4) if inspections else 0.0,
+    }
+    if rnd_n:
+        out["precision_random"] = round(rnd_f / rnd_n, 4)
+    return out
+
+
+NUMBERS = (
+    "precision",
+    "value_recall",
+    "max_site_day_deviation_points",
+    "new_typology_day_after",
+    "precision_targeted",
+    "precision_random",
+    "random_share_of_inspections",
+)
+PEERS = ("random", "rules", "rules_random", "batch_rules", "batch")
 
 
 def aggregate(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -116,10 +141,15 @@ def aggregate(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
             agg["max_site_day_deviation_points"]["worst"] = worst
         out[name] = agg
     ratios: dict[str, Any] = {}
-    for peer in ("random", "rules", "batch_rules", "batch"):
+    for peer in PEERS:
         if peer in runs[0] and "hybrid" in runs[0]:
             xs = [r["hybrid"]["precision"] / r[peer]["precision"] for r in runs if r[peer]["precision"] > 0]
             ratios[f"hybrid_over_{peer}"] = mean_ci(xs)
+    for peer in ("rules", "rules_random"):  # the targeted inspections alone: the random share set aside
+        if peer in runs[0] and "hybrid" in runs[0]:
+            key = "precision_targeted"
+            xs = [r["hybrid"][key] / r[peer][key] for r in runs if r[peer].get(key)]
+            ratios[f"hybrid_over_{peer}_targeted"] = mean_ci(xs)
     out["hybrid"]["ratios"] = ratios
     return out
 
