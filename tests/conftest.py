@@ -132,10 +132,12 @@ def stop_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> Non
 
 @pytest.fixture(scope="module")
 def stack(embedded: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One worker per test module, on the session's embedded servers."""
+    """One worker per test module, on the session's embedded servers: a fresh deployment, so without the
+    consumer group's decision log and checkpoint of the modules before (their test traffic, nearly all hard
+    hits at a few sites, would have spent those sites' budgets for the day)."""
     import redis
 
-    redis.Redis.from_url(embedded.redis_url).delete("bukong:workers:ready")
+    redis.Redis.from_url(embedded.redis_url).delete("bukong:workers:ready", "bukong:g:log", "bukong:g:state")
     log_dir = tmp_path_factory.mktemp("worker-logs")
     proc = start_worker(embedded, log_dir)
     st = Stack(embedded, proc, log_dir / "worker-0.log")
