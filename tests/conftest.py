@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from pipeline.contracts import events as c
-from pipeline.io.embedded import Servers, servers
+from pipeline.io.embedded import EmbeddedServer, Servers, servers, start_valkey
 from pipeline.io.topics import create_topics
 
 PARTITIONS = 2
@@ -29,6 +29,16 @@ def embedded() -> Iterator[Servers]:
     with servers(None, None) as srv:
         create_topics(srv.kafka, PARTITIONS, 600_000)
         yield srv
+
+
+@pytest.fixture(scope="module")
+def valkey() -> Iterator[EmbeddedServer]:
+    """A Redis server (valkey) of the module's own, for tests that drive the shared state in process."""
+    srv = start_valkey()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @dataclass

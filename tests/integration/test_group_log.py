@@ -8,7 +8,6 @@ cannot read is skipped and counted, never stopping the worker.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ import redis as redis_sync
 
 from agents import grouplog
 from agents.globalstate import SharedFacts
-from pipeline.io.embedded import EmbeddedServer, start_valkey
+from pipeline.io.embedded import EmbeddedServer
 from tests.integration.test_multiworker_equivalence import (
     Worker,
     _catch_up_reader,
@@ -27,15 +26,6 @@ from tests.integration.test_multiworker_equivalence import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[EmbeddedServer]:
-    srv = start_valkey()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

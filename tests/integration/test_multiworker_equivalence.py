@@ -16,7 +16,6 @@ import heapq
 import lzma
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from pipeline.core.decision.budget import BudgetConfig
 from pipeline.core.decision.snapshots import Snapshot
 from pipeline.core.engine import Decision, Engine
 from pipeline.core.policy import INSPECTION_LANES, DecisionPolicy, PolicyConfig
-from pipeline.io.embedded import EmbeddedServer, start_valkey
+from pipeline.io.embedded import EmbeddedServer
 from tests.conftest import Stack, declaration, now_ms, start_worker, stop_worker, weighbridge
 from tests.golden.replay import EVENTS, INTEL, NEVER
 
@@ -77,15 +76,6 @@ def _slice() -> list[tuple[str, dict[str, Any]]]:
 @pytest.fixture(scope="module")
 def day() -> list[tuple[str, dict[str, Any]]]:
     return _slice()
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[EmbeddedServer]:
-    srv = start_valkey()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @dataclass
