@@ -12,6 +12,15 @@ declarations) and decode it from JSON bytes like the worker does:
     .venv/bin/python benchmarks/core_bench.py --smoke    # a few seconds
 
 The last stdout line is JSON with ``events_per_s`` and ``baseline_events_per_s``.
+
+``--worker`` measures the worker's batch path instead, in process: ``agents.runtime.Runtime`` with the
+production engine, the changelog and the shared state on an embedded valkey, fed the generator's mix (the e2e
+benchmark's input) in batches grouped by topic-partition as the consumer delivers them, the producer stubbed
+(every record acknowledged at once): no broker, no Faust, no other process but Redis. It prints CPU and wall
+microseconds per record and the per-stage timings (the worker's own ``bukong_stage_seconds``); compare two
+trees by alternating runs, CPU per record first (the machine is shared):
+
+    .venv/bin/python benchmarks/core_bench.py --worker --records 100000 --batch 2000
 """
 
 from __future__ import annotations
@@ -129,12 +138,127 @@ def run(name: str, eng: Engine, records: list[tuple[str, bytes]], now_ms: int) -
     }
 
 
+def worker_batches(n: int, batch: int, partitions: int, seed: int = 7) -> list[list[Any]]:
+    """The generator's mix as the fast path hands it over: ``batch`` records at a time, grouped by
+    topic-partition (keyed like the producer's partitioner), offsets counted per topic-partition."""
+    from agents.changelog import kafka_partition
+    from agents.runtime import Record
+    from pipeline.apps.generator import Generator, GeneratorConfig
+
+    base = int(time.time() * 1000) - n
+    offsets: dict[tuple[str, int], int] = {}
+    out: list[list[Any]] = []
+    chunk: list[tuple[str, bytes, bytes]] = []
+    for topic, key, value, _ in Generator(GeneratorConfig(seed=seed)).stream(iter(range(base, 10**15))):
+        chunk.append((topic, key, value))
+        if len(chunk) < batch:
+            continue
+        by_tp: dict[tuple[str, int], list[Any]] = {}
+        for t, k, v in chunk:
+            tp = (t, kafka_partition(k, partitions))
+            offsets[tp] = offsets.get(tp, -1) + 1
+            by_tp.setdefault(tp, []).append(Record(t, tp[1], offsets[tp], base, k, v))
+        out.append([rec for recs in by_tp.values() for rec in recs])
+        chunk = []
+        if len(out) * batch >= n:
+            return out
+    return out
+
+
+async def _worker_run(warm: int, n: int, batch: int, partitions: int = 6) -> dict[str, Any]:
+    import asyncio
+    import tempfile
+
+    import redis.asyncio as aioredis
+    from prometheus_client import CollectorRegistry
+
+    from agents.changelog import RedisChangelog
+    from agents.globalstate import SharedFacts
+    from agents.runtime import Runtime
+    from agents.stages import STAGES
+    from pipeline.contracts.settings import Settings
+    from pipeline.io.embedded import start_valkey
+    from pipeline.io.metrics import Metrics
+
+    class Acked:
+        def __init__(self, partition: int, offset: int) -> None:
+            self.partition, self.offset = partition, offset
+
+    loop = asyncio.get_running_loop()
+    sent: dict[int, int] = {}
+
+    async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        p = partition or 0
+        sent[p] = sent.get(p, -1) + 1
+        fut = loop.create_future()
+        fut.set_result(Acked(p, sent[p]))
+        return fut
+
+    batches = worker_batches(warm + n, batch, partitions)
+    server = start_valkey()
+    r = aioredis.Redis(host="127.0.0.1", port=server.port)
+    try:
+        metrics = Metrics.create(CollectorRegistry())
+        eng = build_engine(Settings.from_env(), Path(tempfile.mkdtemp()) / "model.ckpt")
+        rt = Runtime(engine=eng, redis=r, send=send, metrics=metrics, dispatch_partitions=partitions)
+        rt.changelog = RedisChangelog(r, partitions, namespace="bench")
+        rt.changelog.shared = SharedFacts(r, eng.joiner, namespace="bench")
+        k = max(1, warm // batch)
+        for b in batches[:k]:
+            await rt.process(b, time.monotonic())
+
+        def spent() -> dict[str, float]:
+            return {st: metrics.stage_seconds.labels(st)._sum.get() for st in STAGES}
+
+        s0, c0, w0 = spent(), time.process_time(), time.perf_counter()
+        for b in batches[k:]:
+            await rt.process(b, time.monotonic())
+        c1, w1, s1 = time.process_time(), time.perf_counter(), spent()
+    finally:
+        await r.aclose()
+        server.stop()
+    records = sum(len(b) for b in batches[k:])
+    return {
+        "records": records,
+        "batch": batch,
+        "commands": rt.stats.commands,
+        "cpu_us_per_record": round((c1 - c0) / records * 1e6, 2),
+        "wall_us_per_record": round((w1 - w0) / records * 1e6, 2),
+        "stage_us_per_record": {st: round((s1[st] - s0[st]) / records * 1e6, 2) for st in STAGES},
+    }
+
+
+def worker_main(args: argparse.Namespace) -> int:
+    import asyncio
+
+    n = 6_000 if args.smoke else args.records
+    res = asyncio.run(_worker_run(min(n // 3, 20_000), n, min(args.batch, n)))
+    print(
+        "| records | batch | CPU us/record | wall us/record | "
+        + " | ".join(res["stage_us_per_record"])
+        + " |"
+    )
+    print("|---" * (4 + len(res["stage_us_per_record"])) + "|")
+    stages = " | ".join(str(v) for v in res["stage_us_per_record"].values())
+    print(
+        f"| {res['records']} | {res['batch']} | {res['cpu_us_per_record']} | {res['wall_us_per_record']} | "
+        f"{stages} |"
+    )
+    print(orjson.dumps(res).decode())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="baseline")
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--worker", action="store_true", help="the worker's batch path with Redis, in process")
+    ap.add_argument("--records", type=int, default=100_000, help="--worker: records timed")
+    ap.add_argument("--batch", type=int, default=2_000, help="--worker: records per batch")
     args = ap.parse_args(argv)
+    if args.worker:
+        return worker_main(args)
     hours = 2.0 if args.smoke else args.hours
     sim = Simulator(load_scenario(args.scenario))
     records = [(t, orjson.dumps(e)) for t, _, e in sim.events(int(hours * HOUR))]
