@@ -36,6 +36,7 @@ LANE_DEADLINE_MS = {
     "release": 0,
 }
 INTERCEPT_SPEED_KMH = 50.0
+LEARNED_KEEP = 20_000  # results learnt here and not yet published to the consumer group, at most
 
 
 class ReadyLike(Protocol):
@@ -115,6 +116,7 @@ class Engine:
     decided: int = 0
     # once shared by a consumer group (share_group()): the results learnt here, to publish
     learned_journal: list[list[Any]] | None = None
+    learned_dropped: int = 0  # journalled results dropped unpublished (over LEARNED_KEEP)
     _learned_refs: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def process(
@@ -245,6 +247,9 @@ class Engine:
             keys = meta.get("grade_keys") or [f"rule:{r}" for r in meta.get("rule_ids", ())]
             weight = importance_weight(meta.get("selection", "rule"), meta.get("selection_prob", 1.0))
             self.learned_journal.append([ev["decl_id"], ev["ts_ms"], int(label), weight, keys, snap.facts])
+            if len(self.learned_journal) > LEARNED_KEEP:  # nobody drains (no batch saved for that long)
+                del self.learned_journal[0]
+                self.learned_dropped += 1
         return Learned(
             ev["decl_id"],
             ev["command_id"],

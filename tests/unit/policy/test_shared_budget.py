@@ -75,3 +75,22 @@ def test_a_refused_entry_does_not_block_the_good_one_after_it() -> None:
         budget.apply(["D3", "EHT", T0, "high", None, 1, 0])
     assert budget.apply(["D3", "EHT", T0, 0.4, None, 1, 0])
     assert budget.stats("EHT")["dispatched_day"] == 1
+
+
+def test_results_journalled_for_the_group_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that learns results but saves no batch for a long time keeps at most LEARNED_KEEP of them
+    to publish, counts the ones it drops, and still learns every one itself."""
+    from pipeline.core import engine as engine_mod
+    from pipeline.core.assemble import build_engine
+    from pipeline.core.decision.snapshots import Snapshot
+
+    monkeypatch.setattr(engine_mod, "LEARNED_KEEP", 3)
+    eng = build_engine()
+    eng.share_group()
+    meta = {"selection": "rule", "selection_prob": 1.0, "rule_ids": ["r1"], "grade_keys": ["rule:r1"]}
+    for i in range(5):
+        ev = {"decl_id": f"D{i}", "command_id": f"C{i}", "ts_ms": T0 + i, "outcome": "violation"}
+        assert eng.on_result(ev, Snapshot(f"D{i}", T0, {"port": "EHT"}, meta)) is not None
+    entries = eng.drain_group()
+    assert [e[1] for e in entries] == ["D2", "D3", "D4"] and eng.learned_dropped == 2
+    assert eng.model is not None and eng.model.champion.n_learned == 5  # type: ignore[attr-defined]
