@@ -19,7 +19,7 @@ Layout (``<ns>:g:`` prefix):
 
 =====================  ======  ==============================================================================
 ``log``                stream  field ``e``: ``["b", ref, site, ts, rank, value, inspected, hard]`` per
-                               decision, ``["l", decl_id, ts, label, weight, grade keys, facts]`` per
+                               decision, ``["l", decl_id, ts, label, weight, grading, facts]`` per
                                result learnt; about the last ``LOG_KEEP`` entries
 ``logged:<day>``       hash    entry reference -> 1, the append's dedupe (event-time day; 3 days)
 ``state``              hash    ``id`` (the log position), ``model`` (the champion's bytes), ``policy``

@@ -238,18 +238,11 @@ class Engine:
         learned = False
         if ev["outcome"] in ("violation", "clean"):
             self.policy.on_result(meta, label)  # grades the rules, lead source and watched entities
-        if self.model is not None and ev["outcome"] in ("violation", "clean"):
             weight = importance_weight(meta.get("selection", "rule"), meta.get("selection_prob", 1.0))
-            drift = self.model.learn(snap.facts, label, weight, ev["ts_ms"])
-            learned = True
-        if self.learned_journal is not None and ev["outcome"] in ("violation", "clean"):
-            self._remember_learned(ev["decl_id"])
-            keys = meta.get("grade_keys") or [f"rule:{r}" for r in meta.get("rule_ids", ())]
-            weight = importance_weight(meta.get("selection", "rule"), meta.get("selection_prob", 1.0))
-            self.learned_journal.append([ev["decl_id"], ev["ts_ms"], int(label), weight, keys, snap.facts])
-            if len(self.learned_journal) > LEARNED_KEEP:  # nobody drains (no batch saved for that long)
-                del self.learned_journal[0]
-                self.learned_dropped += 1
+            if self.model is not None:
+                drift = self.model.learn(snap.facts, label, weight, ev["ts_ms"])
+                learned = True
+            self._journal_learned(ev, int(label), weight, meta, snap.facts)
         return Learned(
             ev["decl_id"],
             ev["command_id"],
@@ -276,7 +269,8 @@ class Engine:
 
     def drain_group(self) -> list[list[Any]]:
         """This worker's entries since the last drain: ``["b", *budget entry]`` per decision (see
-        ``BudgetController.apply``), ``["l", decl_id, ts, label, weight, grade keys, facts]`` per result."""
+        ``BudgetController.apply``), ``["l", decl_id, ts, label, weight, grading, facts]`` per result
+        (``grading``: the snapshot's ``grade_keys``/``rule_ids``, as ``policy.on_result`` reads them)."""
         budget = getattr(self.policy, "budget", None)
         out = [["b", *e] for e in budget.drain()] if budget is not None else []
         if self.learned_journal:
@@ -297,13 +291,29 @@ class Engine:
                 n += self._apply_learned(*entry[1:])
         return n
 
+    def _journal_learned(
+        self, ev: dict[str, Any], label: int, weight: float, meta: Any, facts: dict[str, Any]
+    ) -> None:
+        """A result learnt here, for the other workers: what ``policy.on_result`` grades and the facts."""
+        journal = self.learned_journal
+        if journal is None:
+            return
+        self._remember_learned(ev["decl_id"])
+        grading = {k: meta[k] for k in ("grade_keys", "rule_ids") if k in meta}
+        journal.append([ev["decl_id"], ev["ts_ms"], label, weight, grading, facts])
+        if len(journal) > LEARNED_KEEP:  # nobody drains it (no batch saved for that long)
+            del journal[0]
+            self.learned_dropped += 1
+
     def _apply_learned(
-        self, decl_id: str, ts_ms: int, label: int, weight: float, keys: list[str], facts: dict[str, Any]
+        self, decl_id: str, ts_ms: int, label: int, weight: float, grading: Any, facts: dict[str, Any]
     ) -> bool:
+        if not isinstance(grading, dict) or not isinstance(facts, dict):
+            raise TypeError("a learnt result's grading and facts must be objects")
         if decl_id in self._learned_refs:
             return False
         self._remember_learned(decl_id)
-        self.policy.on_result({"grade_keys": list(keys)}, bool(label))
+        self.policy.on_result(grading, bool(label))
         if self.model is not None:
             self.model.learn(facts, bool(label), float(weight), int(ts_ms))
         return True
