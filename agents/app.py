@@ -17,7 +17,6 @@ from typing import Any
 
 import faust
 import orjson
-import redis.asyncio as aioredis
 from faust.exceptions import ProducerSendError
 from prometheus_client import CollectorRegistry
 
@@ -26,6 +25,7 @@ from agents.changelog import RedisChangelog
 from agents.fastpath import BatchConsumer, BatchTransport, OffsetCommitter
 from agents.flowwatch import FlowWatch
 from agents.globalstate import SharedFacts
+from agents.redisclient import redis_client
 from agents.runtime import REDIS_ERRORS, BrokerUnavailable, DispatchLog, Health, Record, Runtime
 from pipeline.contracts import events as c
 from pipeline.contracts.commands import META_KEY, READY_KEY, RULES_KEY
@@ -101,7 +101,7 @@ class _Worker:
             rt = self.state["runtime"] = Runtime(
                 engine=build_engine(s, self.model_path),
                 # a stalled Redis must surface as an error the Runtime retries, not as a hang
-                redis=aioredis.from_url(
+                redis=redis_client(
                     self.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
                 ),
                 send=self.send,

@@ -169,11 +169,11 @@ async def _worker_run(warm: int, n: int, batch: int, partitions: int = 6) -> dic
     import asyncio
     import tempfile
 
-    import redis.asyncio as aioredis
     from prometheus_client import CollectorRegistry
 
     from agents.changelog import RedisChangelog
     from agents.globalstate import SharedFacts
+    from agents.redisclient import redis_client
     from agents.runtime import Runtime
     from agents.stages import STAGES
     from pipeline.contracts.settings import Settings
@@ -196,7 +196,7 @@ async def _worker_run(warm: int, n: int, batch: int, partitions: int = 6) -> dic
 
     batches = worker_batches(warm + n, batch, partitions)
     server = start_valkey()
-    r = aioredis.Redis(host="127.0.0.1", port=server.port)
+    r = redis_client(f"redis://127.0.0.1:{server.port}")  # the worker's client
     try:
         metrics = Metrics.create(CollectorRegistry())
         eng = build_engine(Settings.from_env(), Path(tempfile.mkdtemp()) / "model.ckpt")
