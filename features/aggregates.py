@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -71,6 +72,25 @@ class WindowSums:
         floor = ts_ms - self.horizon_ms - self.bucket_ms
         for old in [k for k in state if k < floor]:
             del state[old]
+        return state
+
+    def extend(self, state: Buckets, items: Iterable[tuple[int, float]]) -> Buckets:
+        """``update(state, ts, x)`` for each (ts, x) of ``items``, which come in ascending ``ts``: the same
+        state in one pass. Their floors only rise, so a bucket ``update`` drops on the way is one below the
+        floor of the last bucket opened, and no later item lands in it: dropped once, at the end."""
+        width, floor = self.bucket_ms, None
+        for ts, x in items:
+            b = ts - ts % width
+            cell = state.get(b)
+            if cell is not None:
+                cell[0] += 1
+                cell[1] += x
+            else:
+                state[b] = [1.0, x]
+                floor = ts - self.horizon_ms - width
+        if floor is not None:
+            for old in [k for k in state if k < floor]:
+                del state[old]
         return state
 
     def result(self, state: Buckets, ts_ms: int) -> list[tuple[int, float]]:
@@ -200,6 +220,19 @@ class NewShare:
             old = min(state.last, key=state.last.__getitem__)
             del state.last[old]
             state.first.pop(old, None)
+        return state
+
+    def extend(self, state: SeenState, items: Iterable[tuple[int, str]]) -> SeenState:
+        """``update(state, ts, x)`` for each (ts, x) of ``items`` in order, in one call."""
+        first, last, bound = state.first, state.last, self.bound
+        for ts, x in items:
+            if x not in first:
+                first[x] = ts
+            last[x] = ts
+            if len(last) > bound:
+                old = min(last, key=last.__getitem__)
+                del last[old]
+                first.pop(old, None)
         return state
 
     def result(self, state: SeenState, ts_ms: int) -> float | None:

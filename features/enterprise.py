@@ -8,6 +8,7 @@ Pure: event time in, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from features.aggregates import Buckets, NewShare, RecentValues, SeenState, WindowSums
@@ -16,6 +17,7 @@ from features.store import KeyedStore, MemoryStore
 
 VELOCITY = WindowSums(10 * MIN, 7 * DAY, (HOUR, DAY, 7 * DAY))
 Member = tuple[str, int, str, float, str]  # a declaration taken in: enterprise, ts, decl_id, value, HS code
+BY_TIME = itemgetter(1, 2)  # members in (event time, declaration id) order
 NEW_HS = NewShare(7 * DAY, 200)
 SPLITS = RecentValues(DAY, 100)
 
@@ -71,13 +73,15 @@ class Enterprise:
         (its first declaration's time), ``first`` (each HS code's first declaration) and ``members`` (its
         declarations of the last 7 days, any order, each once). The result does not depend on the order in
         which workers took them in: members are applied in (event time, declaration id) order."""
-        members = sorted(members, key=lambda m: (m[1], m[2]))
+        members = sorted(members, key=BY_TIME)
         st = EntState(VELOCITY.initial(since), SeenState(since, dict(first)))
+        VELOCITY.extend(st.sums, [(m[1], m[3]) for m in members])
+        NEW_HS.extend(st.seen, [(m[1], m[4]) for m in members])
         splits: dict[str, Any] = {}
+        T = self.cfg.split_threshold_cny
+        lo = self.cfg.split_low * T
         for _, ts, _, value, hs in members:
-            VELOCITY.update(st.sums, ts, value)
-            NEW_HS.update(st.seen, ts, hs)
-            if self._split(value):
+            if lo <= value < T:  # _split(value)
                 q = splits.get(hs)
                 splits[hs] = SPLITS.update(SPLITS.initial(ts) if q is None else q, ts, value)
         last = members[-1][1] if members else since
