@@ -26,7 +26,15 @@ from agents.fastpath import BatchConsumer, BatchTransport, OffsetCommitter
 from agents.flowwatch import FlowWatch
 from agents.globalstate import SharedFacts
 from agents.redisclient import redis_client
-from agents.runtime import REDIS_ERRORS, BrokerUnavailable, DispatchLog, Health, Record, Runtime
+from agents.runtime import (
+    GC_THRESHOLDS,
+    REDIS_ERRORS,
+    BrokerUnavailable,
+    DispatchLog,
+    Health,
+    Record,
+    Runtime,
+)
 from pipeline.contracts import events as c
 from pipeline.contracts.commands import META_KEY, READY_KEY, RULES_KEY
 from pipeline.contracts.settings import Settings
@@ -505,7 +513,7 @@ def run_worker(settings: Settings, kafka: str, redis_url: str, metrics_port: int
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # the join state is many small long-lived objects: full collections of them stall the loop for 100s of ms.
     # Collect the young generation often and the old one rarely; state is bounded by TTLs, not by the GC.
-    gc.set_threshold(50_000, 50, 1000)
+    gc.set_threshold(*GC_THRESHOLDS)
     app = create_app(settings, kafka, redis_url, metrics_port)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     asyncio.set_event_loop(worker.loop)

@@ -17,8 +17,10 @@ The last stdout line is JSON with ``events_per_s`` and ``baseline_events_per_s``
 production engine, the changelog and the shared state on an embedded valkey, fed the generator's mix (the e2e
 benchmark's input) in batches grouped by topic-partition as the consumer delivers them, the producer stubbed
 (every record acknowledged at once): no broker, no Faust, no other process but Redis. It prints CPU and wall
-microseconds per record and the per-stage timings (the worker's own ``bukong_stage_seconds``); compare two
-trees by alternating runs, CPU per record first (the machine is shared):
+microseconds per record and the per-stage timings (the worker's own ``bukong_stage_seconds``), with the
+worker's GC thresholds (``GC_THRESHOLDS``; ``--python-gc`` for Python's default, as the figures before
+2026-12-01 were: its full collections also walked the 120,000 records generated up front). Compare two trees
+by alternating runs, CPU per record first (the machine is shared):
 
     .venv/bin/python benchmarks/core_bench.py --worker --records 100000 --batch 2000
 """
@@ -165,7 +167,9 @@ def worker_batches(n: int, batch: int, partitions: int, seed: int = 7) -> list[l
     return out
 
 
-async def _worker_run(warm: int, n: int, batch: int, partitions: int = 6) -> dict[str, Any]:
+async def _worker_run(
+    warm: int, n: int, batch: int, partitions: int = 6, python_gc: bool = False
+) -> dict[str, Any]:
     import asyncio
     import tempfile
 
@@ -174,7 +178,7 @@ async def _worker_run(warm: int, n: int, batch: int, partitions: int = 6) -> dic
     from agents.changelog import RedisChangelog
     from agents.globalstate import SharedFacts
     from agents.redisclient import redis_client
-    from agents.runtime import Runtime
+    from agents.runtime import GC_THRESHOLDS, Runtime
     from agents.stages import STAGES
     from pipeline.contracts.settings import Settings
     from pipeline.io.embedded import start_valkey
@@ -195,6 +199,8 @@ async def _worker_run(warm: int, n: int, batch: int, partitions: int = 6) -> dic
         return fut
 
     batches = worker_batches(warm + n, batch, partitions)
+    if not python_gc:  # the worker's collector (run_worker), not Python's default
+        gc.set_threshold(*GC_THRESHOLDS)
     server = start_valkey()
     r = redis_client(f"redis://127.0.0.1:{server.port}")  # the worker's client
     try:
@@ -232,7 +238,7 @@ def worker_main(args: argparse.Namespace) -> int:
     import asyncio
 
     n = 6_000 if args.smoke else args.records
-    res = asyncio.run(_worker_run(min(n // 3, 20_000), n, min(args.batch, n)))
+    res = asyncio.run(_worker_run(min(n // 3, 20_000), n, min(args.batch, n), python_gc=args.python_gc))
     print(
         "| records | batch | CPU us/record | wall us/record | "
         + " | ".join(res["stage_us_per_record"])
@@ -256,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", action="store_true", help="the worker's batch path with Redis, in process")
     ap.add_argument("--records", type=int, default=100_000, help="--worker: records timed")
     ap.add_argument("--batch", type=int, default=2_000, help="--worker: records per batch")
+    ap.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="--worker: Python's default GC thresholds, not the worker's (the figures before 2026-12-01)",
+    )
     args = ap.parse_args(argv)
     if args.worker:
         return worker_main(args)
