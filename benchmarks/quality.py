@@ -318,6 +318,7 @@ POLICIES = (
     "today",
     "graded",
     "graded-unpaced",
+    "graded-random-nohits",
     "graded-nocap",
     "graded-value",
     "graded-value-sqrt",
@@ -327,7 +328,8 @@ POLICIES = (
 
 def _policy(name: str) -> PolicyConfig:
     """The decision design under test: ``today`` (the first design), ``graded`` (docs/policy.md),
-    ``graded-unpaced`` (graded, without pacing the day's spend), ``graded-nocap`` (graded weights and lead
+    ``graded-unpaced`` (graded, without pacing the day's spend), ``graded-random-nohits`` (graded, the
+    random picks drawn only among declarations without a rule hit, as before), ``graded-nocap`` (graded weights and lead
     demotion, hard hits not held to the daily budget), or
     ``graded-value[-sqrt|-log]`` (graded, the ranked selection by risk x m(value); ratio by default)."""
     from pipeline.core.policy import first_design, graded_policy
@@ -338,6 +340,8 @@ def _policy(name: str) -> PolicyConfig:
         return graded_policy(hard_cap_points=None)
     if name == "graded-unpaced":
         return graded_policy(pace_slack=None)
+    if name == "graded-random-nohits":
+        return graded_policy(random_over_hits=False)
     if name.startswith("graded-value"):
         transform = name.removeprefix("graded-value").removeprefix("-") or "ratio"
         return graded_policy(rank_by_value=True, value_transform=transform)

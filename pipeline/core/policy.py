@@ -46,7 +46,10 @@ _SEVERITIES = ("low", "medium", "high", "critical")
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
-    random_share: float = 0.1  # share of inspections picked at random among non-hits
+    random_share: float = 0.1  # share of inspections picked at random among the declarations not selected
+    # the random draw also covers rule hits below the threshold (which would go to an audit), so the 双随机
+    # sample is uniform over every declaration not selected, not only over those without a hit
+    random_over_hits: bool = True
     credit_odds: Mapping[str, float] = field(
         default_factory=lambda: {"aeo_advanced": 0.5, "general": 1.0, "distrusted": 2.0}
     )
@@ -90,6 +93,7 @@ FIRST_DESIGN: dict[str, Any] = {
     "grade_results": False,
     "lead_clean_limit": 0,
     "hard_cap_points": None,
+    "random_over_hits": False,
     "rank_by_value": False,
     "pace_slack": None,
 }
@@ -278,6 +282,10 @@ class DecisionPolicy:
         if rank >= threshold and paced:
             return self._ranked(ctx, bool(active), rule_lane, severity, (score, what), credit, reasons)
         if active and rule_lane != "release":
+            if cfg.random_over_hits:
+                picked = self._random_pick(ctx, credit, reasons)
+                if picked is not None:
+                    return picked
             why = (
                 f"{what} below site threshold {threshold:.2f}"
                 if rank < threshold
@@ -345,9 +353,10 @@ class DecisionPolicy:
         self.budget.record(site, lane in INSPECTION_LANES)
         return self._dispatch(decl_id, site, lane, severity, selection, 1.0, reasons, risk, threshold)
 
-    def _random_or_release(
+    def _random_pick(
         self, ctx: tuple[str, str, float, float], credit: str, reasons: list[Any]
-    ) -> Decision:
+    ) -> Decision | None:
+        """The random inspection (双随机) if this declaration's draw picks it, else None."""
         cfg = self.config
         decl_id, site, risk, threshold = ctx
         credit_note = "" if credit == "general" else f", credit {credit}"
@@ -358,6 +367,16 @@ class DecisionPolicy:
             return self._dispatch(
                 decl_id, site, "physical_inspection", "medium", "random", p, reasons, risk, threshold
             )
+        return None
+
+    def _random_or_release(
+        self, ctx: tuple[str, str, float, float], credit: str, reasons: list[Any]
+    ) -> Decision:
+        picked = self._random_pick(ctx, credit, reasons)
+        if picked is not None:
+            return picked
+        decl_id, site, risk, threshold = ctx
+        p = min(1.0, self.base_random_prob * self.config.credit_random.get(credit, 1.0))
         self.budget.record(site, False)
         return Decision("release", "low", "release", 1.0 - p, [], site, reasons, False, risk, threshold)
 

@@ -75,23 +75,36 @@ def test_shift_capacity_caps_inspections_and_sends_the_rest_to_post_clearance_au
     assert blue and all(d.dispatch and not d.officers for d in blue)
 
 
-def test_random_share_is_honoured_flagged_and_only_among_non_hits():
-    policy = DecisionPolicy(PolicyConfig(random_share=0.1), ROSTERS)
+def _random_run(**cfg: Any) -> tuple[DecisionPolicy, list[Any]]:
+    policy = DecisionPolicy(PolicyConfig(random_share=0.1, **cfg), ROSTERS)
     rng = random.Random(3)
-    ds = run(
-        policy,
-        [rng.random() ** 3 for _ in range(40_000)],
-        hits_for=lambda i: [Hit("r1")] if i % 50 == 0 else [],
-    )
+    scores = [rng.random() ** 3 for _ in range(40_000)]
+    return policy, run(policy, scores, hits_for=lambda i: [Hit("r1")] if i % 10 == 0 else [])
+
+
+def test_random_share_is_honoured_flagged_and_drawn_over_every_declaration_not_selected():
+    policy, ds = _random_run()
     insp = [d for d in ds if d.lane in INSPECTION_LANES]
     rand = [d for d in insp if d.selection == "random"]
     assert len(rand) / len(insp) == pytest.approx(0.1, abs=0.03)
     p = policy.base_random_prob
     assert all(d.selection_prob == pytest.approx(p) and d.lane == "physical_inspection" for d in rand)
-    assert all(not any(r.get("rule_id") for r in d.reasons) for d in rand)
-    assert all(ds[i].selection != "random" for i in range(0, 40_000, 50))
     others = [d for d in insp if d.selection != "random"]
     assert all(d.selection_prob == 1.0 for d in others)
+    # 双随机 is uniform over what the targeting left: a rule hit below the threshold, which would go to an
+    # audit after clearance, is drawn with the same probability as a declaration without a hit
+    hit_left = [
+        i for i in range(0, 40_000, 10) if ds[i].selection != "rule" or ds[i].lane == "post_clearance_audit"
+    ]
+    hit_random = [i for i in hit_left if ds[i].selection == "random"]
+    assert hit_random and len(hit_random) / len(hit_left) == pytest.approx(p, rel=0.5)
+    assert all(any(r.get("rule_id") == "r1" for r in ds[i].reasons) for i in hit_random)
+
+
+def test_random_picks_can_be_kept_to_declarations_without_a_hit():
+    _, ds = _random_run(random_over_hits=False)
+    assert any(d.selection == "random" for d in ds)
+    assert all(ds[i].selection != "random" for i in range(0, 40_000, 10))
 
 
 @pytest.mark.parametrize(
