@@ -329,8 +329,8 @@ POLICIES = (
 def _policy(name: str) -> PolicyConfig:
     """The decision design under test: ``today`` (the first design), ``graded`` (docs/policy.md),
     ``graded-unpaced`` (graded, without pacing the day's spend), ``graded-random-nohits`` (graded, the
-    random picks drawn only among declarations without a rule hit, as before), ``graded-nocap`` (graded weights and lead
-    demotion, hard hits not held to the daily budget), or
+    random picks drawn only among declarations without a rule hit, as before), ``graded-nocap`` (graded
+    weights and lead demotion, hard hits not held to the daily budget), or
     ``graded-value[-sqrt|-log]`` (graded, the ranked selection by risk x m(value); ratio by default)."""
     from pipeline.core.policy import first_design, graded_policy
 

@@ -13,8 +13,9 @@ Pure core (no faust/redis/prometheus_client, no wall clock). The policy in words
    a rule hit below the threshold also goes to post-clearance audit, never silently released;
    with ``rank_by_value`` (off: it lowered precision and value recall, docs/policy.md) the ranked quantity,
    and the threshold's window, is risk x m(declared value / the site's median value) instead of the risk;
-6. otherwise a random pick (双随机) with probability ``selection_prob`` among the rest -> physical inspection,
-   flagged ``selection="random"``; the learner weights its label by ``importance_weight``;
+6. otherwise a random pick (双随机) with probability ``selection_prob`` among the rest, the rule hits that
+   would go to an audit included (``random_over_hits``) -> physical inspection, flagged
+   ``selection="random"``; the learner weights its label by ``importance_weight``;
 7. officers for every inspection are drawn from the site roster by a RNG seeded from the decl_id, so a
    replay or a redelivered event gives the same decision, the same random pick and the same officers.
 """
@@ -375,7 +376,7 @@ class DecisionPolicy:
         picked = self._random_pick(ctx, credit, reasons)
         if picked is not None:
             return picked
-        decl_id, site, risk, threshold = ctx
+        _, site, risk, threshold = ctx
         p = min(1.0, self.base_random_prob * self.config.credit_random.get(credit, 1.0))
         self.budget.record(site, False)
         return Decision("release", "low", "release", 1.0 - p, [], site, reasons, False, risk, threshold)
