@@ -85,6 +85,9 @@ def _sigmoid(z: float) -> float:
 class RiskModel:
     """Champion or challenger: score, explain, learn from a scoring-time snapshot, checkpoint."""
 
+    # the facts scored last, their encoding and lift (reused by explain; never checkpointed)
+    _scored: tuple[Mapping[str, Any], dict[str, float], tuple[float, Any] | None] | None = None
+
     def __init__(
         self,
         seed: int = 0,
@@ -127,16 +130,36 @@ class RiskModel:
         return z
 
     def score(self, facts: Mapping[str, Any]) -> float:
-        """Probability that this declaration hides a violation (optimistic where labels are scarce)."""
-        return _sigmoid(self._total(encode(facts)))
+        """Probability that this declaration hides a violation (optimistic where labels are scarce).
+
+        Keeps the encoding and the memory's lift for ``explain`` of the same facts object (a dispatched
+        declaration is explained right after it is scored); ``learn`` drops them."""
+        x = encode(facts)
+        z = self._z(x)
+        lifted = None
+        if self.memory is not None:
+            lifted = self.memory.lift(x)
+            z += lifted[0]
+        self._scored = (facts, x, lifted)
+        return _sigmoid(z)
+
+    def _encoded(self, facts: Mapping[str, Any]) -> tuple[dict[str, float], tuple[float, Any] | None]:
+        """The encoding and lift of ``facts``: those ``score`` kept if it scored this very object last."""
+        scored = self._scored
+        if scored is not None and scored[0] is facts:
+            return scored[1], scored[2]
+        x = encode(facts)
+        return x, (self.memory.lift(x) if self.memory is not None else None)
 
     def explain(self, facts: Mapping[str, Any], k: int = 3) -> list[dict[str, Any]]:
-        """The ``k`` encoded inputs that move the log-odds most, positive first, in plain words."""
-        x = encode(facts)
+        """The ``k`` encoded inputs that move the log-odds most, positive first, in plain words.
+
+        ``facts`` must not have changed since it was scored (the engine explains what it just scored)."""
+        x, lifted = self._encoded(facts)
         w = self.learner._weights
         contrib = [(key, w.get(key, 0.0) * v) for key, v in x.items()]
-        if self.memory is not None:
-            lift, where = self.memory.lift(x)
+        if lifted is not None:
+            lift, where = lifted
             if where is not None and lift >= 1e-3:
                 contrib.append((f"{_MEMORY}{where[0]}#{where[1]}", lift))
         contrib = [c for c in contrib if abs(c[1]) >= 1e-3]
@@ -165,6 +188,7 @@ class RiskModel:
         """
         if not weight > 0 or not math.isfinite(weight):
             return None
+        self._scored = None  # the lift of the facts scored last changes with this label
         x = encode(facts_snapshot)
         p = _sigmoid(self._total(x))
         err = abs(float(label) - p)
@@ -209,7 +233,8 @@ class RiskModel:
 
     # ----------------------------------------------------------------------------------- persistence
     def to_bytes(self) -> bytes:
-        return pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+        state = {k: v for k, v in self.__dict__.items() if k != "_scored"}  # not the last scoring's facts
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RiskModel:
@@ -232,6 +257,7 @@ class RiskModel:
             saved = RiskModel.from_bytes(fh.read())
         version = max(self.version, saved.version) + 1
         self.__dict__.update(saved.__dict__)
+        self._scored = None
         self.version = version
         return True
 

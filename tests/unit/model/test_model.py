@@ -187,3 +187,19 @@ def test_memory_is_bounded_and_forgets_the_least_recently_updated_bins():
     assert len(mem.bins) == 10
     assert sum(len(d) for d in mem.lifts.values()) == 10
     assert ("hs4=49", 4) in mem.bins and ("hs4=0", 4) not in mem.bins
+
+
+def test_explain_after_score_reuses_its_encoding_and_gives_the_same_factors():
+    m = RiskModel()
+    _warm(m)
+    new = facts(mode="self_drive", sd_crossings_24h=8, weigh_excess_ratio=0.1)
+    cold = RiskModel.from_bytes(m.to_bytes())
+    expected = cold.explain(dict(new))  # no score before: encodes by itself
+    m.score(new)
+    assert m.explain(new) == expected
+    for _ in range(6):  # a label changes the memory's lift: the kept encoding of the last score is dropped
+        m.learn(new, False)
+        cold.learn(new, False)
+    assert m.explain(new) == cold.explain(dict(new))
+    m.score(new)
+    assert "_scored" not in RiskModel.from_bytes(m.to_bytes()).__dict__  # the last scoring: not checkpointed
