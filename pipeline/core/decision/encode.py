@@ -113,14 +113,27 @@ def encode(facts: Mapping[str, Any]) -> dict[str, float]:
     return x
 
 
+_SLIM: Final = tuple((name, _NEUTRAL.get(name)) for name in MODEL_FACTS)  # MODEL_FACTS' own order
+
+
 def slim(facts: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of ``facts`` the model reads, without neutral values: what a snapshot keeps."""
+    """The part of ``facts`` the model reads, without neutral values: what a snapshot keeps.
+
+    Neutral: absent, None, "", False, a numeric zero, the fact's ``_NEUTRAL`` value. Plain floats and ints
+    (most facts) take a short path; anything else the general one."""
     out: dict[str, Any] = {}
-    for name in MODEL_FACTS:
-        v = facts.get(name)
+    get = facts.get
+    for name, neutral in _SLIM:
+        v = get(name)
+        cls = v.__class__
+        if cls is float or cls is int:
+            if v == 0 or v == neutral:
+                continue
+            out[name] = v
+            continue
         if v is None or v == "" or v is False or (v == 0 and not isinstance(v, str)):
             continue
-        if v == _NEUTRAL.get(name):
+        if v == neutral:
             continue
         out[name] = list(v) if isinstance(v, list | tuple) else v
     return out

@@ -203,3 +203,16 @@ def test_explain_after_score_reuses_its_encoding_and_gives_the_same_factors():
     assert m.explain(new) == cold.explain(dict(new))
     m.score(new)
     assert "_scored" not in RiskModel.from_bytes(m.to_bytes()).__dict__  # the last scoring: not checkpointed
+
+
+def test_slim_drops_neutral_values_of_every_type():
+    from pipeline.core.decision.encode import MODEL_FACTS, slim
+
+    kept = facts(weigh_excess_ratio=0.2, sd_crossings_24h=3, watch_conveyance=True)
+    kept.update(unit_value_ratio=0.5, missing=("x",))
+    neutral = {name: v for name, v in zip(sorted(MODEL_FACTS), [0, 0.0, None, "", False] * 20, strict=False)}
+    assert slim({**neutral, "unit_value_ratio": 1.0}) == {}
+    out = slim(kept)
+    assert out["weigh_excess_ratio"] == 0.2 and out["sd_crossings_24h"] == 3
+    assert out["watch_conveyance"] is True
+    assert out["unit_value_ratio"] == 0.5 and out["missing"] == ["x"] and "decl_id" not in out
