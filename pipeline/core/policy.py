@@ -237,7 +237,7 @@ class DecisionPolicy:
         self, decl: Mapping[str, Any], facts: Mapping[str, Any], active: Sequence[Any], site: str
     ) -> bool:
         cfg = self.config
-        watch = cfg.watchlist_is_hard and any(facts.get(f"watch_{k}") for k in _WATCH_KINDS)
+        watch = cfg.watchlist_is_hard and any(facts.get(f) for f in _WATCH_FACTS)
         demoted = watch and self._lead_demoted(decl, facts)
         hard = (watch and not demoted) or any(
             self.is_hard(h) and not (demoted and _g(h, "rule_id") in cfg.watch_rule_ids) for h in active
@@ -271,22 +271,25 @@ class DecisionPolicy:
         m = self.value_weight(site, decl, facts) if self.config.rank_by_value else 1.0
         rank = risk * m  # the ranked quantity: the threshold is a quantile of the site's recent ranks
         threshold = self.budget.observe(site, rank, ts_ms, self.config.pace_slack, ref=decl_id)
-        rule_lane = max((_g(h, "lane", "release") for h in active), key=lane_rank, default="release")
-        severity = max((_g(h, "severity", "low") for h in active), key=_sev_rank, default="low")
+        rule_lane, severity = "release", "low"
+        if active:
+            rule_lane = max((_g(h, "lane", "release") for h in active), key=lane_rank)
+            severity = max((_g(h, "severity", "low") for h in active), key=_sev_rank)
         ctx = (decl_id, site, risk, threshold)
         if self._hard(decl, facts, active, site):
-            watch = any(facts.get(f"watch_{k}") for k in _WATCH_KINDS) and self.config.watchlist_is_hard
+            watch = any(facts.get(f) for f in _WATCH_FACTS) and self.config.watchlist_is_hard
             return self._dispatch_hard(ctx, rule_lane, severity, watch, reasons)
-        what = f"risk {risk:.2f}" if not self.config.rank_by_value else f"risk {risk:.2f} x value {m:.2f}"
         cfg = self.config
         paced = cfg.pace_slack is None or self.budget.within_pace(site, cfg.pace_slack, cfg.pace_slack_cold)
         if rank >= threshold and paced:
-            return self._ranked(ctx, bool(active), rule_lane, severity, (score, what), credit, reasons)
+            scored = (score, self._what(risk, m))
+            return self._ranked(ctx, bool(active), rule_lane, severity, scored, credit, reasons)
         if active and rule_lane != "release":
             if cfg.random_over_hits:
                 picked = self._random_pick(ctx, credit, reasons)
                 if picked is not None:
                     return picked
+            what = self._what(risk, m)
             why = (
                 f"{what} below site threshold {threshold:.2f}"
                 if rank < threshold
@@ -299,6 +302,10 @@ class DecisionPolicy:
                 decl_id, site, "post_clearance_audit", "low", "rule", 1.0, reasons, risk, threshold
             )
         return self._random_or_release(ctx, credit, reasons)
+
+    def _what(self, risk: float, m: float) -> str:
+        """The ranked quantity in words (for the reasons of the declarations that need it)."""
+        return f"risk {risk:.2f}" if not self.config.rank_by_value else f"risk {risk:.2f} x value {m:.2f}"
 
     def _dispatch_hard(
         self,
@@ -360,9 +367,9 @@ class DecisionPolicy:
         """The random inspection (双随机) if this declaration's draw picks it, else None."""
         cfg = self.config
         decl_id, site, risk, threshold = ctx
-        credit_note = "" if credit == "general" else f", credit {credit}"
         p = min(1.0, self.base_random_prob * cfg.credit_random.get(credit, 1.0))
         if uniform(decl_id, "random") < p and self.budget.capacity_left(site):
+            credit_note = "" if credit == "general" else f", credit {credit}"
             reasons.append({"kind": "random", "text": f"random inspection (双随机), p={p:.4f}{credit_note}"})
             self.budget.record(site, True)
             return self._dispatch(
@@ -413,6 +420,7 @@ class DecisionPolicy:
 
 
 _WATCH_KINDS = ("conveyance", "enterprise", "declarant")
+_WATCH_FACTS = tuple(f"watch_{k}" for k in _WATCH_KINDS)
 
 
 def lane_rank(lane: str) -> int:
