@@ -224,15 +224,8 @@ class NewShare:
 
     def extend(self, state: SeenState, items: Iterable[tuple[int, str]]) -> SeenState:
         """``update(state, ts, x)`` for each (ts, x) of ``items`` in order, in one call."""
-        first, last, bound = state.first, state.last, self.bound
         for ts, x in items:
-            if x not in first:
-                first[x] = ts
-            last[x] = ts
-            if len(last) > bound:
-                old = min(last, key=last.__getitem__)
-                del last[old]
-                first.pop(old, None)
+            self.update(state, ts, x)
         return state
 
     def result(self, state: SeenState, ts_ms: int) -> float | None:

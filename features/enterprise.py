@@ -78,10 +78,8 @@ class Enterprise:
         VELOCITY.extend(st.sums, [(m[1], m[3]) for m in members])
         NEW_HS.extend(st.seen, [(m[1], m[4]) for m in members])
         splits: dict[str, Any] = {}
-        T = self.cfg.split_threshold_cny
-        lo = self.cfg.split_low * T
         for _, ts, _, value, hs in members:
-            if lo <= value < T:  # _split(value)
+            if self._split(value):
                 q = splits.get(hs)
                 splits[hs] = SPLITS.update(SPLITS.initial(ts) if q is None else q, ts, value)
         last = members[-1][1] if members else since

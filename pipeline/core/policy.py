@@ -361,13 +361,16 @@ class DecisionPolicy:
         self.budget.record(site, lane in INSPECTION_LANES)
         return self._dispatch(decl_id, site, lane, severity, selection, 1.0, reasons, risk, threshold)
 
+    def _random_prob(self, credit: str) -> float:
+        """The probability of a random pick (双随机) for a declaration of this credit grade."""
+        return min(1.0, self.base_random_prob * self.config.credit_random.get(credit, 1.0))
+
     def _random_pick(
         self, ctx: tuple[str, str, float, float], credit: str, reasons: list[Any]
     ) -> Decision | None:
         """The random inspection (双随机) if this declaration's draw picks it, else None."""
-        cfg = self.config
         decl_id, site, risk, threshold = ctx
-        p = min(1.0, self.base_random_prob * cfg.credit_random.get(credit, 1.0))
+        p = self._random_prob(credit)
         if uniform(decl_id, "random") < p and self.budget.capacity_left(site):
             credit_note = "" if credit == "general" else f", credit {credit}"
             reasons.append({"kind": "random", "text": f"random inspection (双随机), p={p:.4f}{credit_note}"})
@@ -384,8 +387,8 @@ class DecisionPolicy:
         if picked is not None:
             return picked
         _, site, risk, threshold = ctx
-        p = min(1.0, self.base_random_prob * self.config.credit_random.get(credit, 1.0))
         self.budget.record(site, False)
+        p = self._random_prob(credit)
         return Decision("release", "low", "release", 1.0 - p, [], site, reasons, False, risk, threshold)
 
     def _dispatch(
