@@ -520,9 +520,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--repeat", type=int, default=1, help="runs of every measurement; medians judged (make bench: 3)"
     )
+    ap.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=peers.fetch_wait_ms(),
+        help="the consumers' fetch wait, the same for every pipeline (default: the worker's setting)",
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny run (seconds) to check the benchmark works")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    os.environ[peers.FETCH_WAIT_ENV] = str(args.fetch_wait_ms)  # read by the workers and the peers' children
     if args.smoke:
         args.rates, args.duration, args.backlog, args.hold, args.workers = "200", 3.0, 20_000, 10.0, "1"
         args.repeat = 1

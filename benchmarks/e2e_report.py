@@ -69,12 +69,15 @@ def stage_figures(before: Samples, after: Samples) -> dict[str, Any]:
         st: round(delta("bukong_stage_seconds_sum", (("stage", st),)) / events * 1e6, 2) if events else None
         for st in STAGES
     }
+    batches = delta("bukong_batch_size_count")
     p50 = hist_quantile(before, after, "bukong_worker_latency_seconds", 0.50)
     p99 = hist_quantile(before, after, "bukong_worker_latency_seconds", 0.99)
     return {
         "events": int(events),
         "us_per_event": us,
         "us_per_event_total": round(sum(v for v in us.values() if v), 1) if events else None,
+        # records per batch: the fixed cost of a batch (its Redis round trips, its acks) is spread over them
+        "records_per_batch": round(delta("bukong_batch_size_sum") / batches, 1) if batches else None,
         "internal_commands": int(delta("bukong_worker_latency_seconds_count")),
         "internal_p50_ms": round(p50 * 1000, 2) if p50 is not None else None,
         "internal_p99_ms": round(p99 * 1000, 2) if p99 is not None else None,
@@ -263,8 +266,8 @@ def stage_table(results: dict[str, Any]) -> str:
     latency (batch fetched -> command acknowledged), for the drain and each offered rate."""
     head = " | ".join(STAGES)
     lines = [
-        f"| pipeline | load | {head} | total us/event | internal p50 ms | internal p99 ms |",
-        "|---" * (len(STAGES) + 5) + "|",
+        f"| pipeline | load | {head} | total us/event | records/batch | internal p50 ms | internal p99 ms |",
+        "|---" * (len(STAGES) + 6) + "|",
     ]
     for name, r in results.items():
         if not name.startswith("bukong"):
@@ -277,7 +280,8 @@ def stage_table(results: dict[str, Any]) -> str:
                 continue
             us = " | ".join(str(st["us_per_event"].get(k)) for k in STAGES)
             lines.append(
-                f"| {name} | {load} | {us} | {st.get('us_per_event_total')} | {st.get('internal_p50_ms')} "
+                f"| {name} | {load} | {us} | {st.get('us_per_event_total')} | {st.get('records_per_batch')} "
+                f"| {st.get('internal_p50_ms')} "
                 f"| {st.get('internal_p99_ms')} |"
             )
     return "\n".join(lines)

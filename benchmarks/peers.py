@@ -9,14 +9,18 @@ way for every pipeline. Each counts the input records it has processed in a shar
   at a time, a table update and a send per event, Faust's default settings except the broker address (and the
   topic partition count, which Faust requires to match the input topics).
 * ``quix``  — the same naive workload (decode, keyed stateful count, produce) in Quix Streams, with the
-  consumer's fetch wait set to 5 ms like the floor's (the broker only answers a fetch when the wait expires).
+  consumer's fetch wait set like the floor's (the broker only answers a fetch when the wait expires).
 * ``pathway`` — the same workload in Pathway (a Rust dataflow engine behind a Python API, librdkafka
-  underneath), 5 ms minibatches and fetch wait; a benchmark-only dependency (the ``bench`` extra).
+  underneath), the same fetch wait and 5 ms minibatches; a benchmark-only dependency (the ``bench`` extra).
+
+The floor, Quix Streams, Pathway and Bukong's workers all fetch with the same wait:
+``BUKONG_FETCH_MAX_WAIT_MS`` (the worker's setting), which benchmarks/e2e.py sets from ``--fetch-wait-ms``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,16 @@ from typing import Any
 import orjson
 
 from pipeline.contracts import events as c
+from pipeline.contracts.settings import Settings
+
+FETCH_WAIT_ENV = "BUKONG_FETCH_MAX_WAIT_MS"
+
+
+def fetch_wait_ms() -> int:
+    """The fetch wait every pipeline of a run uses: the worker's setting (its default when unset)."""
+    default = Settings.model_fields["fetch_max_wait_ms"].default
+    return int(os.environ.get(FETCH_WAIT_ENV) or default)
+
 
 FLOOR_GROUP = "floor"
 NAIVE_APP = "naive-faust"
@@ -39,7 +53,7 @@ async def _floor(kafka: str, stop: Any, count: Any) -> None:
         *c.INPUT_TOPICS,
         bootstrap_servers=kafka,
         group_id=FLOOR_GROUP,
-        fetch_max_wait_ms=5,
+        fetch_max_wait_ms=fetch_wait_ms(),
         auto_offset_reset="earliest",
         enable_auto_commit=True,
         max_poll_records=5000,
@@ -178,7 +192,7 @@ def quix_entry(kafka: str, state_dir: str, count: Any) -> None:
         consumer_group=QUIX_GROUP,
         auto_offset_reset="earliest",
         state_dir=Path(state_dir),
-        consumer_extra_config={"fetch.wait.max.ms": 5},
+        consumer_extra_config={"fetch.wait.max.ms": fetch_wait_ms()},
         loglevel=logging.WARNING,
     )
     out = app.topic(c.DISPATCH_COMMANDS, value_serializer="json")
@@ -227,7 +241,7 @@ def pathway_entry(kafka: str, count: Any) -> None:
             "bootstrap.servers": kafka,
             "group.id": f"{PATHWAY_GROUP}-{topic}",
             "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": "5",
+            "fetch.wait.max.ms": str(fetch_wait_ms()),
         }
         return pw.io.kafka.read(
             settings,

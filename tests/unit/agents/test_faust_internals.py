@@ -114,3 +114,28 @@ async def _offset_committer() -> None:
     assert consumer._thread.commits == [{b: 4}]
     await cm.commit()
     assert consumer._thread.commits[-1] == {a: 10}
+
+
+def test_the_worker_keeps_the_configured_log_level() -> None:
+    """Faust's terminal spinner sets the root logger to DEBUG, so every library's debug call (aiokafka logs
+    each request) would build a record only to drop it. The worker's logging keeps the level asked for."""
+    import logging
+
+    import faust
+
+    from agents.app import QuietWorker
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    app = faust.App("log-level-test", broker="kafka://127.0.0.1:1")
+    try:
+        stock = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+        stock._setup_logging()
+        assert root.level == logging.DEBUG  # what the override is for: if this fails, faust fixed it
+        quiet = QuietWorker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+        quiet._setup_logging()
+        assert root.level == logging.WARNING
+        assert not logging.getLogger("aiokafka.conn").isEnabledFor(logging.DEBUG)
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
