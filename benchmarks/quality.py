@@ -323,7 +323,10 @@ POLICIES = (
     "graded-value",
     "graded-value-sqrt",
     "graded-value-log",
+    "graded-explore",
+    "graded-explore-hits",
 )
+EXPLORE_SHARE = 0.1  # the exploration variants' share of inspections (taken from the ranked share)
 
 
 def _policy(name: str) -> PolicyConfig:
@@ -331,7 +334,9 @@ def _policy(name: str) -> PolicyConfig:
     ``graded-unpaced`` (graded, without pacing the day's spend), ``graded-random-nohits`` (graded, the
     random picks drawn only among declarations without a rule hit, as before), ``graded-nocap`` (graded
     weights and lead demotion, hard hits not held to the daily budget), or
-    ``graded-value[-sqrt|-log]`` (graded, the ranked selection by risk x m(value); ratio by default)."""
+    ``graded-value[-sqrt|-log]`` (graded, the ranked selection by risk x m(value); ratio by default), or
+    ``graded-explore[-hits]`` (graded, ``EXPLORE_SHARE`` of inspections drawn where the model is uncertain:
+    4s(1-s) of the score, or among the rule hits below the threshold)."""
     from pipeline.core.policy import first_design, graded_policy
 
     if name == "today":
@@ -342,6 +347,9 @@ def _policy(name: str) -> PolicyConfig:
         return graded_policy(pace_slack=None)
     if name == "graded-random-nohits":
         return graded_policy(random_over_hits=False)
+    if name.startswith("graded-explore"):
+        shape = "hits" if name.endswith("-hits") else "score"
+        return graded_policy(explore_share=EXPLORE_SHARE, explore_shape=shape)
     if name.startswith("graded-value"):
         transform = name.removeprefix("graded-value").removeprefix("-") or "ratio"
         return graded_policy(rank_by_value=True, value_transform=transform)
@@ -495,6 +503,9 @@ def _print(name: str, r: dict[str, Any], out: Callable[[str], None]) -> None:
         if "precision_targeted" in row:
             line += f"  targeted {row['precision_targeted']['mean']:.3f}"
             line += f" random {row['precision_random']['mean']:.3f}" if "precision_random" in row else ""
+            if "precision_explore" in row:
+                line += f" explore {row['precision_explore']['mean']:.3f}"
+                line += f" ({row['explore_share_of_inspections']['mean']:.1%} of inspections)"
         if "max_site_day_deviation_points" in row:
             line += f"  worst site-day {row['max_site_day_deviation_points']['worst']:+.1f} pt"
         if "new_typology_day_after" in row:

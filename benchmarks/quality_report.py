@@ -101,17 +101,22 @@ def row(s: Any, items_value: float, target: float, world: World) -> dict[str, An
 
 
 def _split(by_selection: dict[str, list[int]], inspections: int) -> dict[str, Any]:
-    """Precision of the targeted inspections (hard rule, rule, model) and of the random picks, apart; a
-    strategy without random picks has no ``precision_random``."""
+    """Precision of the targeted inspections (hard rule, rule, model), of the random picks and of the
+    exploration picks, apart; a strategy without random (exploration) picks has no ``precision_random``
+    (``precision_explore``)."""
     rnd_n, rnd_f = by_selection.get("random", [0, 0])
-    tgt_n = sum(n for sel, (n, _) in by_selection.items() if sel != "random")
-    tgt_f = sum(f for sel, (_, f) in by_selection.items() if sel != "random")
+    exp_n, exp_f = by_selection.get("explore", [0, 0])
+    tgt_n = sum(n for sel, (n, _) in by_selection.items() if sel not in ("random", "explore"))
+    tgt_f = sum(f for sel, (_, f) in by_selection.items() if sel not in ("random", "explore"))
     out: dict[str, Any] = {
         "precision_targeted": round(tgt_f / tgt_n, 4) if tgt_n else 0.0,
         "random_share_of_inspections": round(rnd_n / inspections, 4) if inspections else 0.0,
     }
     if rnd_n:
         out["precision_random"] = round(rnd_f / rnd_n, 4)
+    if exp_n:
+        out["precision_explore"] = round(exp_f / exp_n, 4)
+        out["explore_share_of_inspections"] = round(exp_n / inspections, 4) if inspections else 0.0
     return out
 
 
@@ -123,6 +128,8 @@ NUMBERS = (
     "precision_targeted",
     "precision_random",
     "random_share_of_inspections",
+    "precision_explore",
+    "explore_share_of_inspections",
 )
 PEERS = ("random", "rules", "rules_random", "batch_rules", "batch")
 

@@ -16,12 +16,16 @@ Pure core (no faust/redis/prometheus_client, no wall clock). The policy in words
 6. otherwise a random pick (双随机) with probability ``selection_prob`` among the rest, the rule hits that
    would go to an audit included (``random_over_hits``) -> physical inspection, flagged
    ``selection="random"``; the learner weights its label by ``importance_weight``;
+   with ``explore_share`` (off by default) a declaration the random draw left may then be drawn for an
+   exploration inspection with a probability that rises with the model's uncertainty
+   (``selection="explore"``, its own propensity, taken from the ranked share: docs/policy.md);
 7. officers for every inspection are drawn from the site roster by a RNG seeded from the decl_id, so a
    replay or a redelivered event gives the same decision, the same random pick and the same officers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
@@ -84,10 +88,23 @@ class PolicyConfig:
     # m: "ratio" v / median; "sqrt" its square root; "log" log1p(v) / log1p(median)
     value_transform: str = "ratio"
     value_cap: float = 10.0  # m clipped to [1/cap, cap]: one huge declaration weighs at most cap median ones
+    # exploration where the model is uncertain (docs/policy.md, "Exploration where the model is uncertain"):
+    # this share of inspections, taken from the ranked share (the budget is the same), is drawn among the
+    # declarations the targeting and the 双随机 draw left, with a probability proportional to an uncertainty
+    # u over the site's running mean of u; 0: off (the default: it did not win, docs/policy.md)
+    explore_share: float = 0.0
+    # u: "score" 4s(1-s) of the credit-adjusted model score; "hits" 4r(1-r) of the risk for a rule hit below
+    # the threshold (on its way to an audit) and 0 for a declaration without a hit
+    explore_shape: str = "score"
+    explore_alpha: float = 0.005  # the weight of one declaration in the site's running mean of u
 
     def __post_init__(self) -> None:
         if self.value_transform not in VALUE_TRANSFORMS:
             raise ValueError(f"value_transform {self.value_transform!r}: one of {VALUE_TRANSFORMS}")
+        if self.explore_shape not in EXPLORE_SHAPES:
+            raise ValueError(f"explore_shape {self.explore_shape!r}: one of {EXPLORE_SHAPES}")
+        if not 0.0 <= self.explore_share < 1.0 - self.random_share:
+            raise ValueError(f"explore_share {self.explore_share}: in [0, 1 - random_share)")
 
 
 FIRST_DESIGN: dict[str, Any] = {
@@ -99,6 +116,8 @@ FIRST_DESIGN: dict[str, Any] = {
     "pace_slack": None,
 }
 VALUE_TRANSFORMS = ("ratio", "sqrt", "log")
+EXPLORE_SHAPES = ("score", "hits")
+EXPLORE_SELECTIONS = frozenset({"random", "explore"})  # picks drawn with a propensity below 1
 
 
 def first_design(**over: Any) -> PolicyConfig:
@@ -117,7 +136,7 @@ def graded_policy(**over: Any) -> PolicyConfig:
 class Decision:
     lane: str
     severity: str
-    selection: str  # "rule", "hard_rule", "model", "random", "release"
+    selection: str  # "rule", "hard_rule", "model", "random", "explore", "release"
     selection_prob: float
     officers: list[str]
     site: str
@@ -135,8 +154,9 @@ def uniform(decl_id: str, salt: str) -> float:
 
 
 def importance_weight(selection: str, selection_prob: float, cap: float = 10.0) -> float:
-    """Weight of a label in learning: 1/p for random picks (clipped at ``cap``), 1 for the rest."""
-    if selection != "random" or selection_prob <= 0:
+    """Weight of a label in learning: 1/p for random and exploration picks (clipped at ``cap``), 1 for the
+    rest."""
+    if selection not in EXPLORE_SELECTIONS or selection_prob <= 0:
         return 1.0
     return min(1.0 / selection_prob, cap)
 
@@ -149,13 +169,20 @@ class DecisionPolicy:
     def __init__(
         self, config: PolicyConfig | None = None, rosters: Mapping[str, Sequence[str]] | None = None
     ):
-        self.config = config or PolicyConfig()
+        self.config = cfg = config or PolicyConfig()
         self.rosters = {k: list(v) for k, v in (rosters or {}).items()}
-        self.budget = BudgetController(self.config.budget)
-        self.grades = Grades(self.config.grade_pseudo)
-        b = self.config.budget
+        b = cfg.budget
+        if cfg.explore_share > 0:  # exploration picks come out of the ranked share: the same budget
+            b = dataclasses.replace(
+                b, model_share=max(0.0, b.model_share - b.target_share * cfg.explore_share)
+            )
+        self.budget = BudgetController(b)
+        self.grades = Grades(cfg.grade_pseudo)
         # random picks are random_share of inspections: p * (1 - target) ~= target * random_share
-        self.base_random_prob = b.target_share * self.config.random_share / max(1e-9, 1 - b.target_share)
+        self.base_random_prob = b.target_share * cfg.random_share / max(1e-9, 1 - b.target_share)
+        # exploration picks likewise, before the uncertainty's tilt (u over the site's running mean of u)
+        self.base_explore_prob = b.target_share * cfg.explore_share / max(1e-9, 1 - b.target_share)
+        self.explore_mean: dict[str, float] = {}  # site -> running mean of u over the candidates
 
     # ------------------------------------------------------------------------------------------ parts
     def adjusted_score(self, score: float, credit: str) -> float:
@@ -285,10 +312,11 @@ class DecisionPolicy:
             scored = (score, self._what(risk, m))
             return self._ranked(ctx, bool(active), rule_lane, severity, scored, credit, reasons)
         if active and rule_lane != "release":
-            if cfg.random_over_hits:
-                picked = self._random_pick(ctx, credit, reasons)
-                if picked is not None:
-                    return picked
+            picked = self._random_pick(ctx, credit, reasons) if cfg.random_over_hits else None
+            if picked is None:
+                picked, _ = self._explore_pick(ctx, (score, credit, True), reasons)
+            if picked is not None:
+                return picked
             what = self._what(risk, m)
             why = (
                 f"{what} below site threshold {threshold:.2f}"
@@ -301,7 +329,7 @@ class DecisionPolicy:
             return self._dispatch(
                 decl_id, site, "post_clearance_audit", "low", "rule", 1.0, reasons, risk, threshold
             )
-        return self._random_or_release(ctx, credit, reasons)
+        return self._random_or_release(ctx, (score, credit, False), reasons)
 
     def _what(self, risk: float, m: float) -> str:
         """The ranked quantity in words (for the reasons of the declarations that need it)."""
@@ -380,16 +408,58 @@ class DecisionPolicy:
             )
         return None
 
+    def uncertainty(self, score: float, credit: str, risk: float, hit: bool) -> float:
+        """The exploration's u in [0, 1] (``explore_shape``): 4s(1-s) of the adjusted score, or 4r(1-r) of
+        the risk for a rule hit left below the threshold (0 without a hit)."""
+        if self.config.explore_shape == "hits":
+            return 4.0 * risk * (1.0 - risk) if hit else 0.0
+        s = self.adjusted_score(score, credit)
+        return 4.0 * s * (1.0 - s)
+
+    def _explore_pick(
+        self, ctx: tuple[str, str, float, float], why: tuple[float, str, bool], reasons: list[Any]
+    ) -> tuple[Decision | None, float]:
+        """The exploration inspection if this declaration's draw picks it, else None; and the probability
+        used: ``base_explore_prob`` x u / the site's running mean of u (this declaration's u included), so
+        the picks stay ``explore_share`` of inspections whatever the scale of u. Off: (None, 0)."""
+        cfg = self.config
+        if cfg.explore_share <= 0:
+            return None, 0.0
+        decl_id, site, risk, threshold = ctx
+        u = self.uncertainty(why[0], why[1], risk, why[2])
+        mean = self.explore_mean.get(site, 1.0)  # starts at u's bound: few picks until the mean settles
+        mean += cfg.explore_alpha * (u - mean)
+        self.explore_mean[site] = mean
+        p = min(1.0, self.base_explore_prob * u / max(mean, 1e-3))
+        if uniform(decl_id, "explore") < p and self.budget.capacity_left(site):
+            reasons.append(
+                {
+                    "kind": "explore",
+                    "text": f"exploration inspection where the model is uncertain (u={u:.2f}), p={p:.4f}: "
+                    "not a random check (双随机)",
+                }
+            )
+            self.budget.record(site, True)
+            decision = self._dispatch(
+                decl_id, site, "physical_inspection", "medium", "explore", p, reasons, risk, threshold
+            )
+            return decision, p
+        return None, p
+
     def _random_or_release(
-        self, ctx: tuple[str, str, float, float], credit: str, reasons: list[Any]
+        self, ctx: tuple[str, str, float, float], why: tuple[float, str, bool], reasons: list[Any]
     ) -> Decision:
+        credit, p_explore = why[1], 0.0
         picked = self._random_pick(ctx, credit, reasons)
+        if picked is None:
+            picked, p_explore = self._explore_pick(ctx, why, reasons)
         if picked is not None:
             return picked
         _, site, risk, threshold = ctx
         self.budget.record(site, False)
         p = self._random_prob(credit)
-        return Decision("release", "low", "release", 1.0 - p, [], site, reasons, False, risk, threshold)
+        keep = (1.0 - p) * (1.0 - p_explore)  # the probability that neither draw picked it
+        return Decision("release", "low", "release", keep, [], site, reasons, False, risk, threshold)
 
     def _dispatch(
         self,
@@ -415,11 +485,15 @@ class DecisionPolicy:
         return {site: self.budget.use_ratio(site) for site in self.budget.sites}
 
     def snapshot(self) -> dict[str, Any]:
-        return {"budget": self.budget.snapshot(), "grades": self.grades.snapshot()}
+        out = {"budget": self.budget.snapshot(), "grades": self.grades.snapshot()}
+        if self.explore_mean:  # only with exploration on: a snapshot without it is as before
+            out["explore"] = dict(self.explore_mean)
+        return out
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.budget.restore(state.get("budget", {}))
         self.grades.restore(state.get("grades", {}))
+        self.explore_mean = {str(k): float(v) for k, v in state.get("explore", {}).items()}
 
 
 _WATCH_KINDS = ("conveyance", "enterprise", "declarant")

@@ -32,3 +32,18 @@ def test_aggregate_gives_the_hybrid_over_both_rules_peers_all_and_targeted() -> 
     assert {"hybrid_over_rules", "hybrid_over_rules_random", "hybrid_over_rules_targeted"} <= set(ratios)
     assert ratios["hybrid_over_rules_random_targeted"]["n"] == 2
     assert round(ratios["hybrid_over_rules"]["mean"], 2) == 0.82
+
+
+def test_exploration_picks_are_split_apart_from_targeted_and_random() -> None:
+    split = _split({"rule": [30, 12], "explore": [5, 2], "random": [5, 0]}, 40)
+    assert split["precision_targeted"] == 0.4 and split["precision_random"] == 0.0
+    assert split["precision_explore"] == 0.4 and split["explore_share_of_inspections"] == 0.125
+    assert "precision_explore" not in _split({"rule": [4, 1]}, 4)
+
+
+def test_exploration_variants_are_the_graded_policy_with_an_exploration_share() -> None:
+    for name, shape in (("graded-explore", "score"), ("graded-explore-hits", "hits")):
+        cfg = quality._policy(name)
+        assert cfg.explore_share == quality.EXPLORE_SHARE and cfg.explore_shape == shape
+        assert cfg.grade_results and not cfg.rank_by_value
+    assert quality._policy("graded").explore_share == 0.0
