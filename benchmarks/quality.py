@@ -325,6 +325,7 @@ POLICIES = (
     "graded-value-log",
     "graded-explore",
     "graded-explore-hits",
+    "graded-explore-near",
 )
 EXPLORE_SHARE = 0.1  # the exploration variants' share of inspections (taken from the ranked share)
 
@@ -335,8 +336,8 @@ def _policy(name: str) -> PolicyConfig:
     random picks drawn only among declarations without a rule hit, as before), ``graded-nocap`` (graded
     weights and lead demotion, hard hits not held to the daily budget), or
     ``graded-value[-sqrt|-log]`` (graded, the ranked selection by risk x m(value); ratio by default), or
-    ``graded-explore[-hits]`` (graded, ``EXPLORE_SHARE`` of inspections drawn where the model is uncertain:
-    4s(1-s) of the score, or among the rule hits below the threshold)."""
+    ``graded-explore[-hits|-near]`` (graded, ``EXPLORE_SHARE`` of inspections drawn where the model is
+    uncertain: 4s(1-s) of the score, among the rule hits below the threshold, or just below the threshold)."""
     from pipeline.core.policy import first_design, graded_policy
 
     if name == "today":
@@ -348,7 +349,7 @@ def _policy(name: str) -> PolicyConfig:
     if name == "graded-random-nohits":
         return graded_policy(random_over_hits=False)
     if name.startswith("graded-explore"):
-        shape = "hits" if name.endswith("-hits") else "score"
+        shape = name.removeprefix("graded-explore").removeprefix("-") or "score"
         return graded_policy(explore_share=EXPLORE_SHARE, explore_shape=shape)
     if name.startswith("graded-value"):
         transform = name.removeprefix("graded-value").removeprefix("-") or "ratio"

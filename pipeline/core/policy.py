@@ -94,7 +94,8 @@ class PolicyConfig:
     # u over the site's running mean of u; 0: off (the default: it did not win, docs/policy.md)
     explore_share: float = 0.0
     # u: "score" 4s(1-s) of the credit-adjusted model score; "hits" 4r(1-r) of the risk for a rule hit below
-    # the threshold (on its way to an audit) and 0 for a declaration without a hit
+    # the threshold (on its way to an audit) and 0 for a declaration without a hit; "near" (rank /
+    # threshold)^4: the declarations just below the ranked selection's threshold, hit or not
     explore_shape: str = "score"
     explore_alpha: float = 0.005  # the weight of one declaration in the site's running mean of u
 
@@ -116,7 +117,7 @@ FIRST_DESIGN: dict[str, Any] = {
     "pace_slack": None,
 }
 VALUE_TRANSFORMS = ("ratio", "sqrt", "log")
-EXPLORE_SHAPES = ("score", "hits")
+EXPLORE_SHAPES = ("score", "hits", "near")
 EXPLORE_SELECTIONS = frozenset({"random", "explore"})  # picks drawn with a propensity below 1
 
 
@@ -408,11 +409,14 @@ class DecisionPolicy:
             )
         return None
 
-    def uncertainty(self, score: float, credit: str, risk: float, hit: bool) -> float:
-        """The exploration's u in [0, 1] (``explore_shape``): 4s(1-s) of the adjusted score, or 4r(1-r) of
-        the risk for a rule hit left below the threshold (0 without a hit)."""
+    def uncertainty(self, score: float, credit: str, risk: float, hit: bool, near: float = 0.0) -> float:
+        """The exploration's u in [0, 1] (``explore_shape``): 4s(1-s) of the adjusted score, 4r(1-r) of the
+        risk for a rule hit left below the threshold (0 without a hit), or ``near`` (the ranked quantity
+        over the threshold) to the 4th power."""
         if self.config.explore_shape == "hits":
             return 4.0 * risk * (1.0 - risk) if hit else 0.0
+        if self.config.explore_shape == "near":
+            return min(max(near, 0.0), 1.0) ** 4
         s = self.adjusted_score(score, credit)
         return 4.0 * s * (1.0 - s)
 
@@ -426,7 +430,8 @@ class DecisionPolicy:
         if cfg.explore_share <= 0:
             return None, 0.0
         decl_id, site, risk, threshold = ctx
-        u = self.uncertainty(why[0], why[1], risk, why[2])
+        near = risk / threshold if 0.0 < threshold < math.inf else 0.0
+        u = self.uncertainty(why[0], why[1], risk, why[2], near)
         mean = self.explore_mean.get(site, 1.0)  # starts at u's bound: few picks until the mean settles
         mean += cfg.explore_alpha * (u - mean)
         self.explore_mean[site] = mean

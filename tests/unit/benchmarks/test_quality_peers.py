@@ -42,7 +42,11 @@ def test_exploration_picks_are_split_apart_from_targeted_and_random() -> None:
 
 
 def test_exploration_variants_are_the_graded_policy_with_an_exploration_share() -> None:
-    for name, shape in (("graded-explore", "score"), ("graded-explore-hits", "hits")):
+    for name, shape in (
+        ("graded-explore", "score"),
+        ("graded-explore-hits", "hits"),
+        ("graded-explore-near", "near"),
+    ):
         cfg = quality._policy(name)
         assert cfg.explore_share == quality.EXPLORE_SHARE and cfg.explore_shape == shape
         assert cfg.grade_results and not cfg.rank_by_value

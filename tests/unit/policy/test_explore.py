@@ -58,7 +58,7 @@ def test_off_by_default_and_the_same_decisions_when_off():
     assert "explore" not in a.snapshot() and a.budget.config.model_share == PolicyConfig().budget.model_share
 
 
-@pytest.mark.parametrize("shape", ["score", "hits"])
+@pytest.mark.parametrize("shape", ["score", "hits", "near"])
 def test_exploration_picks_only_what_nothing_else_picked_at_the_configured_share(shape):
     policy, ds = _run(explore_share=0.1, explore_shape=shape)
     insp = [d for d in ds if d.lane in INSPECTION_LANES]
@@ -74,6 +74,10 @@ def test_exploration_picks_only_what_nothing_else_picked_at_the_configured_share
         assert d.reasons[-1]["kind"] == "explore" and "not a random check" in d.reasons[-1]["text"]
     if shape == "hits":  # only rule hits below the threshold are explored
         assert all(i % 10 == 0 for i in explore)
+    elif shape == "near":  # just below the threshold: far closer to it than the typical left-over
+        left = [d.risk / d.threshold for d in ds[2000:] if _left(d)]
+        near = [ds[i].risk / ds[i].threshold for i in explore if i >= 2000]
+        assert sum(near) / len(near) > 0.6 > 2 * sum(left) / len(left)
     else:  # uncertainty 4s(1-s): the explored scores sit well above the typical left-over score
         left = [s for s, d in zip(_scores(), ds, strict=True) if _left(d)]
         picked = [_scores()[i] for i in explore]
@@ -83,7 +87,7 @@ def test_exploration_picks_only_what_nothing_else_picked_at_the_configured_share
     assert inspected(ds[2000:]) == pytest.approx(0.05, abs=0.012)
 
 
-@pytest.mark.parametrize("shape", ["score", "hits"])
+@pytest.mark.parametrize("shape", ["score", "hits", "near"])
 def test_propensity_is_the_probability_the_draw_used(shape):
     policy, ds = _run(explore_share=0.1, explore_shape=shape)
     cfg, scores = policy.config, _scores()
@@ -93,7 +97,8 @@ def test_propensity_is_the_probability_the_draw_used(shape):
     for i, d in enumerate(ds):
         if not _left(d) or d.selection == "random":
             continue
-        u = policy.uncertainty(scores[i], "general", d.risk, bool(_hits(i)))
+        near = d.risk / d.threshold if 0 < d.threshold < float("inf") else 0.0
+        u = policy.uncertainty(scores[i], "general", d.risk, bool(_hits(i)), near)
         m = mean.get("ERL", 1.0)
         m += cfg.explore_alpha * (u - m)
         mean["ERL"] = m
