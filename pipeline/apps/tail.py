@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -268,6 +269,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _stop_on_sigint() -> Callable[[], bool]:
+    """Ctrl-C ends ``--follow`` between two polls (at most 200 ms), so the consumer closes cleanly: a
+    KeyboardInterrupt raised inside kafka-python's poll could leave its close waiting. A second Ctrl-C
+    interrupts at once."""
+    hits: list[int] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        hits.append(signum)
+        if len(hits) > 1:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return lambda: bool(hits)
+
+
 def run(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
@@ -293,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
             partition=args.partition,
             timeout_s=args.timeout,
             settings=s,
+            stop=_stop_on_sigint() if args.follow else (lambda: False),
         ):
             print(format_record(rec, raw_json=args.json), flush=args.follow)
     except TailError as exc:
