@@ -94,8 +94,9 @@ class PolicyConfig:
     # u over the site's running mean of u; 0: off (the default: it did not win, docs/policy.md)
     explore_share: float = 0.0
     # u: "score" 4s(1-s) of the credit-adjusted model score; "hits" 4r(1-r) of the risk for a rule hit below
-    # the threshold (on its way to an audit) and 0 for a declaration without a hit; "near" (rank /
-    # threshold)^4: the declarations just below the ranked selection's threshold, hit or not
+    # the threshold (on its way to an audit) and 0 for a declaration without a hit; "near" (risk /
+    # threshold)^4: the declarations just below the ranked selection's threshold, hit or not (the risk, not
+    # the rank of ``rank_by_value``)
     explore_shape: str = "score"
     explore_alpha: float = 0.005  # the weight of one declaration in the site's running mean of u
 
@@ -118,7 +119,7 @@ FIRST_DESIGN: dict[str, Any] = {
 }
 VALUE_TRANSFORMS = ("ratio", "sqrt", "log")
 EXPLORE_SHAPES = ("score", "hits", "near")
-EXPLORE_SELECTIONS = frozenset({"random", "explore"})  # picks drawn with a propensity below 1
+DRAWN_SELECTIONS = frozenset({"random", "explore"})  # picks drawn with a propensity below 1
 
 
 def first_design(**over: Any) -> PolicyConfig:
@@ -157,7 +158,7 @@ def uniform(decl_id: str, salt: str) -> float:
 def importance_weight(selection: str, selection_prob: float, cap: float = 10.0) -> float:
     """Weight of a label in learning: 1/p for random and exploration picks (clipped at ``cap``), 1 for the
     rest."""
-    if selection not in EXPLORE_SELECTIONS or selection_prob <= 0:
+    if selection not in DRAWN_SELECTIONS or selection_prob <= 0:
         return 1.0
     return min(1.0 / selection_prob, cap)
 
@@ -411,8 +412,8 @@ class DecisionPolicy:
 
     def uncertainty(self, score: float, credit: str, risk: float, hit: bool, near: float = 0.0) -> float:
         """The exploration's u in [0, 1] (``explore_shape``): 4s(1-s) of the adjusted score, 4r(1-r) of the
-        risk for a rule hit left below the threshold (0 without a hit), or ``near`` (the ranked quantity
-        over the threshold) to the 4th power."""
+        risk for a rule hit left below the threshold (0 without a hit), or ``near`` (the risk over the
+        threshold) to the 4th power."""
         if self.config.explore_shape == "hits":
             return 4.0 * risk * (1.0 - risk) if hit else 0.0
         if self.config.explore_shape == "near":
