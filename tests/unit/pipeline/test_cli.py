@@ -180,8 +180,12 @@ def test_tail_follow_prints_new_records_as_they_arrive(embedded: Servers, produc
         assert orjson.loads(lines.get(timeout=30))["seq"] == "after"
         assert proc.poll() is None  # still following
     finally:
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait(20)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends the follow between two polls
+        try:
+            rc = proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave it following after the test
+            raise
     assert rc == 0, proc.stderr.read() if proc.stderr else ""
 
 
