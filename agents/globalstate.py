@@ -32,6 +32,7 @@ while Redis is down; nothing is decided on a partial view, nothing is lost).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -73,24 +74,63 @@ for k = 1, #KEYS, 2 do
     a = a + 2
   end
   redis.call('EXPIRE', KEYS[k + 1], ttl)
+  if redis.call('HGET', KEYS[k + 1], '_v') == ARGV[a] then
+    redis.call('HSET', KEYS[k + 1], '_v', ARGV[a + 1])
+  else
+    redis.call('HSET', KEYS[k + 1], '_v', '-' .. ARGV[a + 1])
+  end
+  a = a + 2
+end
+return 1
+"""
+
+# A batch's unit values per (HS code, origin), the same way. KEYS: per pair its member zset and its version
+# string. ARGV: ttl_s, keep, then per pair: n, n (score, member) pairs, the version expected, the new one.
+MEDIANS_LUA = """
+local ttl, keep, a = ARGV[1], tonumber(ARGV[2]), 3
+for k = 1, #KEYS, 2 do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for j = a, a + 2 * n - 1, 2000 do
+    redis.call('ZADD', KEYS[k], unpack(ARGV, j, math.min(j + 1999, a + 2 * n - 1)))
+  end
+  a = a + 2 * n
+  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -keep - 1)
+  redis.call('EXPIRE', KEYS[k], ttl)
+  if redis.call('GET', KEYS[k + 1]) == ARGV[a] then
+    redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'EX', ttl)
+  else
+    redis.call('SET', KEYS[k + 1], '-' .. ARGV[a + 1], 'EX', ttl)
+  end
+  a = a + 2
 end
 return 1
 """
 
 READ_LUA = """
 local ne, nm, np, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local out, k = {}, 1
+local out, k, a = {}, 1, 5
 for i = 1, ne do
-  local z = redis.call('ZRANGE', KEYS[k], 0, -1)
-  local h = redis.call('HGETALL', KEYS[k + 1])
-  local f = {}
-  for j = 1, #h, 2 do f[#f + 1] = cjson.encode(h[j]) .. ':' .. h[j + 1] end
-  out[#out + 1] = '[[' .. table.concat(z, ',') .. '],{' .. table.concat(f, ',') .. '}]'
-  k = k + 2
+  if redis.call('HGET', KEYS[k + 1], '_v') == ARGV[a] then
+    out[#out + 1] = '0'
+  else
+    local z = redis.call('ZRANGE', KEYS[k], 0, -1)
+    local h = redis.call('HGETALL', KEYS[k + 1])
+    local f = {}
+    for j = 1, #h, 2 do f[#f + 1] = cjson.encode(h[j]) .. ':' .. h[j + 1] end
+    out[#out + 1] = '[[' .. table.concat(z, ',') .. '],{' .. table.concat(f, ',') .. '}]'
+  end
+  k, a = k + 2, a + 1
 end
 for i = 1, nm do
-  out[#out + 1] = '[' .. table.concat(redis.call('ZRANGE', KEYS[k], -keep, -1), ',') .. ']'
-  k = k + 1
+  local v = redis.call('GET', KEYS[k + 1])
+  if v and v == ARGV[a] then
+    out[#out + 1] = '0'
+  else
+    local z = redis.call('ZRANGE', KEYS[k], -keep, -1)
+    out[#out + 1] = '[' .. (v or 'null') .. ',[' .. table.concat(z, ',') .. ']]'
+  end
+  k, a = k + 2, a + 1
 end
 for i = 1, np do
   local h = redis.call('HMGET', KEYS[k], 'n', 'v')
@@ -111,6 +151,80 @@ return 1
 """
 
 
+MAX_HELD = 200_000  # keys whose version a worker remembers (past it, it forgets all and reads them in full)
+Order = tuple[int, str]  # (event time, declaration id): the order a load applies a key's members in
+
+
+class Held:
+    """The shared keys this worker holds exactly as the group wrote them, so that its read skips them.
+
+    Every write of an enterprise or a median leaves a version on the key (``_v`` in the first-seen hash, a
+    ``medv:`` string): a new one when the version it found was the one the writer expected, else that one
+    negated, which no worker holds. A worker holds a key at the version it read in full, or at the one its
+    own write left when nothing came in between (the version it expected was still there) and its state of
+    the key is what a load would give: the key was in its engine, and what it took in came after what it
+    held, in (event time, declaration id) order. Anything else (another worker's write, a key taken in out
+    of order, a key its engine dropped, a failed or retried save) and the next read is in full, as before.
+    """
+
+    def __init__(self) -> None:
+        self.version: dict[str, str] = {}
+        self.last: dict[str, Order] = {}
+        self.pending: dict[str, tuple[str, Order]] = {}  # staged with the batch; held once it is saved
+        self.evictions: int | None = None
+        self.skipped = 0  # keys a read did not need
+        self.full = 0  # keys read in full
+        self._seq = int.from_bytes(os.urandom(5), "big") << 8
+
+    def known(self, key: str, earliest: int | None = None) -> str:
+        """The version held of ``key``, or "" (read it in full). With ``earliest`` (the event time of the
+        earliest declaration the batch may decide with it), only if none is older than what is held: the
+        read trims an enterprise at a horizon behind its latest declaration, and a late one's window would
+        reach what it trimmed and this worker kept."""
+        last = self.last.get(key)
+        if last is None or (earliest is not None and earliest < last[0]):
+            return ""
+        return self.version.get(key, "")
+
+    def saved(self, evictions: int | None) -> None:
+        """The previous batch's save landed (the runtime saves a batch before the next begins)."""
+        if evictions is None or evictions != self.evictions or len(self.version) > MAX_HELD:
+            self.version.clear()
+            self.last.clear()
+            self.pending.clear()
+        for key, (version, last) in self.pending.items():
+            self.version[key], self.last[key] = version, last
+        self.pending.clear()
+        self.evictions = evictions
+
+    def loaded(self, key: str, version: Any, last: Order | None) -> None:
+        self.full += 1
+        self.pending.pop(key, None)
+        if version is None or last is None:
+            self.version.pop(key, None)
+            self.last.pop(key, None)
+        else:
+            self.version[key], self.last[key] = str(version), last
+
+    def took(self, key: str, order: list[Order], exact: bool) -> tuple[str, str]:
+        """A write of ``key`` that takes in ``order``: the version it expects and the one it leaves."""
+        self._seq += 1
+        new = str(self._seq)
+        expected = self.version.pop(key, "")
+        prev = self.last.pop(key, None)
+        in_order = exact and expected != "" and prev is not None
+        for o in order:
+            if not in_order or o <= prev:  # type: ignore[operator]
+                in_order = False
+                break
+            prev = o
+        if in_order and prev is not None:
+            self.pending[key] = (new, prev)
+        else:
+            self.pending.pop(key, None)
+        return expected, new
+
+
 class SharedFacts:
     def __init__(
         self,
@@ -119,13 +233,16 @@ class SharedFacts:
         namespace: str = "bukong",
         ttl_s: int = 30 * 86_400,
         group: Any = None,
+        hold: bool = True,
     ) -> None:
         self.redis = redis
+        self.hold = hold  # False: every read in full (the reference the held reads are tested against)
         self.joiner = joiner
         self.ns = f"{namespace}:g:"
         self.ttl_s = ttl_s
         self._unsent: tuple[list[Member], list[Value], list[Result]] = ([], [], [])
         self.unreadable = 0  # keys whose shared state could not be read (kept this worker's own)
+        self.held = Held()
         joiner.share()
         # the engine (``group``): its site budgets, grades and model follow the group's decision log
         self.log = GroupLog(redis, group, namespace) if group is not None else None
@@ -139,6 +256,20 @@ class SharedFacts:
 
     def _med(self, hs: str, origin: str) -> str:
         return f"{self.ns}med:{hs}|{origin}"
+
+    def _medv(self, hs: str, origin: str) -> str:
+        return f"{self.ns}medv:{hs}|{origin}"
+
+    def _evictions(self) -> int | None:
+        """Keys the engine's shared tables dropped so far (None: a table that drops keys unseen)."""
+        total = 0
+        ent, val = self.joiner.enterprise, self.joiner.valuation
+        for store in (ent.ents, ent.splits, val.medians):
+            n = getattr(store, "evicted", None)
+            if n is None or getattr(store, "ttl_ms", None) is not None:
+                return None
+            total += n
+        return total
 
     def _hist(self, kind: str, id_: str) -> str:
         return f"{self.ns}hist:{kind}:{id_}"
@@ -165,6 +296,7 @@ class SharedFacts:
         """Load the shared state of every key the batch may read; returns the keys loaded. The previous
         batch's writes succeeded (the runtime saves a batch before it takes the next), so they are dropped."""
         self._unsent = ([], [], [])
+        self.held.saved(self._evictions())
         ents: set[str] = set()
         meds: set[tuple[str, str]] = set()
         parties: set[tuple[str, str]] = set()
@@ -173,9 +305,12 @@ class SharedFacts:
             self.log.saved()
             if decls and self.log.cursor is None:
                 await self.log.catch_up()
+        earliest: dict[str, int] = {}
         for d in decls:
             ent = d["enterprise_id"]
             ents.add(ent)
+            ts = d.get("ts_ms")
+            earliest[ent] = min(earliest.get(ent, ts), ts) if isinstance(ts, int) else -1
             meds.add((str(d.get("hs_code", "")), str(d.get("origin", ""))))
             for kind, id_ in zip(KINDS, (ent, d.get("conveyance_id"), d.get("declarant_id")), strict=True):
                 if isinstance(id_, str) and id_:
@@ -184,11 +319,16 @@ class SharedFacts:
             return 0
         e, m, p = sorted(ents), sorted(meds), sorted(parties)
         keys = [k for ent in e for k in (self._ent(ent), self._first(ent))]
-        keys += [self._med(hs, origin) for hs, origin in m] + [self._hist(kind, id_) for kind, id_ in p]
+        keys += [k for hs, origin in m for k in (self._med(hs, origin), self._medv(hs, origin))]
+        keys += [self._hist(kind, id_) for kind, id_ in p]
         # one script, one reply: every key's state as one JSON document (a reply element costs ~5 µs to
-        # parse in redis-py, a JSON value ~50 ns in orjson); the group log's news in the same round trip
+        # parse in redis-py, a JSON value ~50 ns in orjson), or 0 for a key held at the version Redis has
+        # (class Held); the group log's news in the same round trip
+        held, ent, val, hold = self.held, self.joiner.enterprise, self.joiner.valuation, self.hold
+        versions = [held.known(self._ent(x), earliest[x]) if hold and ent.incremental(x) else "" for x in e]
+        versions += [held.known(self._med(*x)) if hold and val.incremental(x) else "" for x in m]
         pipe = self.redis.pipeline(transaction=False)
-        pipe.eval(READ_LUA, len(keys), *keys, len(e), len(m), len(p), MEDIAN_KEEP)
+        pipe.eval(READ_LUA, len(keys), *keys, len(e), len(m), len(p), MEDIAN_KEEP, *versions)
         logged = self.log is not None and self.log.queue_read(pipe)
         replies = await pipe.execute()
         raw = replies[0]
@@ -202,6 +342,10 @@ class SharedFacts:
         return len(e) + len(m) + len(p)
 
     async def _read_each(self, e: list[str], m: list[tuple[str, str]], p: list[tuple[str, str]]) -> list[Any]:
+        for ent in e:
+            self.held.loaded(self._ent(ent), None, None)
+        for hs, origin in m:
+            self.held.loaded(self._med(hs, origin), None, None)
         pipe = self.redis.pipeline(transaction=False)
         for ent in e:
             pipe.zrange(self._ent(ent), 0, -1)
@@ -215,21 +359,32 @@ class SharedFacts:
     def _load_parsed(
         self, e: list[str], m: list[tuple[str, str]], p: list[tuple[str, str]], res: list[Any]
     ) -> None:
-        """Load the script's document: per enterprise [members, {hs: first ts}], per median [members], per
-        party [n, v] (null when unknown)."""
-        j = self.joiner
+        """Load the script's document: per enterprise [members, {hs: first ts}], per median [version,
+        members], per party [n, v] (null when unknown); 0 for a key held as it is."""
+        j, held = self.joiner, self.held
         i = 0
         for ent in e:
-            rows, first = res[i]
+            doc = res[i]
             i += 1
+            if doc == 0:
+                held.skipped += 1
+                continue
+            rows, first = doc
+            version = first.pop("_v", None)
             if rows:
                 since = first.pop("_since", rows[0][0])
                 j.enterprise.load(ent, since, first, [(ent, ts, d, float(v), hs) for ts, d, v, hs in rows])
+            held.loaded(self._ent(ent), version, max((ts, d) for ts, d, *_ in rows) if rows else None)
         for hs, origin in m:
-            rows = res[i]
+            doc = res[i]
             i += 1
+            if doc == 0:
+                held.skipped += 1
+                continue
+            version, rows = doc
             if rows:
                 j.valuation.load((hs, origin), [(hs, origin, ts, d, float(uv)) for ts, d, uv in rows])
+            held.loaded(self._med(hs, origin), version, max((ts, d) for ts, d, _ in rows) if rows else None)
         for key in p:
             n, v = res[i]
             i += 1
@@ -266,6 +421,7 @@ class SharedFacts:
         if zs:
             hs_first = {_s(k): int(v) for k, v in first.items()}
             rows = _rows(zs)
+            hs_first.pop("_v", None)
             since = hs_first.pop("_since", rows[0][0])
             members = [(ent, int(ts), str(decl_id), float(value), str(hs)) for ts, decl_id, value, hs in rows]
             self.joiner.enterprise.load(ent, int(since), hs_first, members)
@@ -289,13 +445,7 @@ class SharedFacts:
         values += new_v
         results += new_r
         self._stage_members(pipe, members)
-        meds: dict[str, dict[bytes, int]] = {}
-        for hs, origin, ts, decl_id, uv in values:
-            meds.setdefault(self._med(hs, origin), {})[orjson.dumps([ts, decl_id, uv])] = ts
-        for key, mapping in meds.items():
-            pipe.zadd(key, mapping)
-            pipe.zremrangebyrank(key, 0, -MEDIAN_KEEP - 1)
-            pipe.expire(key, self.ttl_s)
+        self._stage_medians(pipe, values)
         if self.log is not None:
             self.log.stage(pipe)
         for decl_id, parties, violated in results:
@@ -310,11 +460,32 @@ class SharedFacts:
                 self.ttl_s,
             )
 
+    def _stage_medians(self, pipe: Any, values: Iterable[Value]) -> None:
+        meds: dict[tuple[str, str], dict[bytes, int]] = {}
+        order: dict[tuple[str, str], list[Order]] = {}
+        for hs, origin, ts, decl_id, uv in values:
+            meds.setdefault((hs, origin), {})[orjson.dumps([ts, decl_id, uv])] = ts
+            order.setdefault((hs, origin), []).append((ts, decl_id))
+        if not meds:
+            return
+        keys: list[str] = []
+        args: list[Any] = [self.ttl_s, MEDIAN_KEEP]
+        for (hs, origin), mapping in meds.items():
+            keys += [self._med(hs, origin), self._medv(hs, origin)]
+            args.append(len(mapping))
+            for member, ts in mapping.items():
+                args += [ts, member]
+            exact = self.joiner.valuation.incremental((hs, origin))
+            args += self.held.took(self._med(hs, origin), order[(hs, origin)], exact)
+        pipe.eval(MEDIANS_LUA, len(keys), *keys, *args)
+
     def _stage_members(self, pipe: Any, members: Iterable[Member]) -> None:
         by_ent: dict[str, dict[bytes, int]] = {}
         first: dict[str, dict[str, int]] = {}
+        order: dict[str, list[Order]] = {}
         for ent, ts, decl_id, value, hs in members:
             by_ent.setdefault(ent, {})[orjson.dumps([ts, decl_id, value, hs])] = ts
+            order.setdefault(ent, []).append((ts, decl_id))
             f = first.setdefault(ent, {})
             f[hs] = min(ts, f.get(hs, ts))
             f["_since"] = min(ts, f.get("_since", ts))
@@ -330,6 +501,7 @@ class SharedFacts:
             args.append(len(first[ent]))
             for kv in first[ent].items():
                 args += kv
+            args += self.held.took(self._ent(ent), order[ent], self.joiner.enterprise.incremental(ent))
         pipe.eval(MEMBERS_LUA, len(keys), *keys, *args)
 
 

@@ -87,6 +87,13 @@ class Enterprise:
         for hs, q in splits.items():
             self.splits.put((ent_id, hs), q, q[-1][0])
 
+    def incremental(self, ent_id: str) -> bool:
+        """Whether taking an enterprise's next declarations in (event time, declaration id) order leaves the
+        state ``load`` would build from all of them: it is held here and has never dropped an HS code for
+        the bound (a dropped code's first time is forgotten here and kept by the shared store)."""
+        st = self.ents.get(ent_id)
+        return st is not None and len(st.seen.last) < NEW_HS.bound
+
     def facts(self, d: dict[str, Any], facts: dict[str, Any]) -> None:
         dts = d["ts_ms"]
         st = self.ents.get(d["enterprise_id"])

@@ -15,6 +15,7 @@ Pure: no I/O, event time passed in.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
@@ -106,6 +107,18 @@ class MemoryStore(Generic[K, V]):
             out.append(key)
             self._dropped(key)
         return out
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MemoryStore[K, V]:
+        """A copy with its own data: ``get`` is bound to the data it reads, so it is bound again (a copied
+        bound method would still read the original's)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for cls in type(self).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                if slot != "get" and hasattr(self, slot):
+                    setattr(new, slot, copy.deepcopy(getattr(self, slot), memo))
+        new.get = new._data.get
+        return new
 
     def stamp(self, key: K) -> int | None:
         """The latest event time written to ``key``."""

@@ -41,6 +41,11 @@ class Valuation:
                 self.shared.append((key[0], key[1], ts, d["decl_id"], unit_value))
         self.medians.put(key, st, ts)
 
+    def incremental(self, key: tuple[str, str]) -> bool:
+        """Whether taking a pair's next unit values in (event time, declaration id) order leaves the state
+        ``load`` would build from all of them: it is held here (the median keeps the latest values)."""
+        return key in self.medians
+
     def load(self, key: tuple[str, str], values: list[Value]) -> None:
         """Replace a (HS code, origin)'s median state by the one its latest unit values define, whoever took
         them in, applied in (event time, declaration id) order."""

@@ -38,6 +38,8 @@ class _Joiner:
 
     def __init__(self) -> None:
         self.members: list[Member] = []
+        engine = build_joiner()
+        self.enterprise, self.valuation = engine.enterprise, engine.valuation
 
     def share(self) -> None:
         return None
@@ -80,6 +82,7 @@ def test_a_batch_of_members_lands_trimmed_with_first_seen_minimums(valkey: Embed
         ]  # D-old: more than the horizon before the batch's latest
         assert T0 - 8 * DAY < T0 - HORIZON_MS
         first = {k.decode(): int(v) for k, v in (await r.hgetall("t:g:hsfirst:E1")).items()}
+        assert first.pop("_v") < 0, "written by a worker that did not hold E1: a version no worker holds"
         assert first == {"2701": T0 - 8 * DAY, "9999": T0 - DAY, "_since": T0 - 8 * DAY}
         assert await r.zcard("t:g:ent:E2") == 2_500
         for key in ("t:g:ent:E1", "t:g:hsfirst:E1", "t:g:ent:E2", "t:g:hsfirst:E2"):
