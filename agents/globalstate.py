@@ -7,7 +7,8 @@ partition. Each worker keeps them in its feature engine as before, and around ea
 * ``prefetch(records)`` (before the batch): for the enterprises, (HS code, origin) pairs and parties of the
   batch's declarations, of the declarations a weighbridge reading in the batch may release and of those whose
   deadline is due, one read (a script returning one JSON document) of what all workers wrote, which replaces
-  the engine's local state of those keys (``Enterprise.load``, ``Valuation.load``, ``History.load``);
+  the engine's local state of those keys (``Enterprise.load``, ``Valuation.load``, ``History.load``), except
+  the enterprises and medians this worker holds as Redis has them (``Held``: only their version is read);
 * ``stage(pipe)`` (in the batch's MULTI/EXEC, with the changelog and the applied offsets): what the batch took
   in, as idempotent updates keyed by declaration id: a redelivered declaration (after a kill -9, before its
   offsets were saved) adds the same member again, not a second one.
@@ -16,8 +17,10 @@ Layout (``<ns>:g:`` prefix; every key expires ``ttl_s`` after its last write):
 
 =========================  =====  ===========================================================================
 ``ent:<enterprise>``       zset   member ``[ts, decl_id, value_cny, hs_code]``, score ts; 7 days + 10 min
-``hsfirst:<enterprise>``   hash   HS code -> first ts; ``_since`` -> the enterprise's first ts (min, by Lua)
+``hsfirst:<enterprise>``   hash   HS code -> first ts; ``_since`` -> the enterprise's first ts (min, by Lua);
+                                  ``_v`` -> the version of the last write (``Held``)
 ``med:<hs>|<origin>``      zset   member ``[ts, decl_id, unit_value]``, score ts; the latest 101
+``medv:<hs>|<origin>``     str    the version of the median's last write
 ``hist:<kind>:<id>``       hash   ``n`` inspections, ``v`` violations
 ``res:<decl_id>``          str    a result already counted (3 days): the dedupe of ``hist``
 =========================  =====  ===========================================================================
@@ -362,6 +365,9 @@ class SharedFacts:
         """Load the script's document: per enterprise [members, {hs: first ts}], per median [version,
         members], per party [n, v] (null when unknown); 0 for a key held as it is."""
         j, held = self.joiner, self.held
+        # what the engine took in and the batch has not staged yet is not in Redis: a key loaded now is not
+        # held as this worker's state of it after that write (its takes were replaced by the load)
+        hold = not (j.enterprise.shared or j.valuation.shared)
         i = 0
         for ent in e:
             doc = res[i]
@@ -374,7 +380,8 @@ class SharedFacts:
             if rows:
                 since = first.pop("_since", rows[0][0])
                 j.enterprise.load(ent, since, first, [(ent, ts, d, float(v), hs) for ts, d, v, hs in rows])
-            held.loaded(self._ent(ent), version, max((ts, d) for ts, d, *_ in rows) if rows else None)
+            last = max((ts, d) for ts, d, *_ in rows) if rows and hold else None
+            held.loaded(self._ent(ent), version, last)
         for hs, origin in m:
             doc = res[i]
             i += 1
@@ -384,7 +391,8 @@ class SharedFacts:
             version, rows = doc
             if rows:
                 j.valuation.load((hs, origin), [(hs, origin, ts, d, float(uv)) for ts, d, uv in rows])
-            held.loaded(self._med(hs, origin), version, max((ts, d) for ts, d, _ in rows) if rows else None)
+            last = max((ts, d) for ts, d, _ in rows) if rows and hold else None
+            held.loaded(self._med(hs, origin), version, last)
         for key in p:
             n, v = res[i]
             i += 1

@@ -379,7 +379,10 @@ class Runtime:
         shared = self.changelog.shared if self.changelog is not None else None
         if shared is not None:
             what = "reading the shared enterprise and commodity state"
+            held, full = shared.held.skipped, shared.held.full
             await self.retry("redis", what, lambda: shared.prefetch(records, watermark_ms), "shared")
+            self.metrics.shared_keys_read.labels("held").inc(shared.held.skipped - held)
+            self.metrics.shared_keys_read.labels("full").inc(shared.held.full - full)
 
     async def tick(self, idle_advance_ms: int = 0) -> None:
         """Deadline scoring: called by a timer; moves event time on when the input is idle."""

@@ -44,6 +44,7 @@ class Metrics(NamedTuple):
     rule_errors: Counter
     results_unknown_command: Counter
     resent_records: Counter
+    shared_keys_read: Counter
     partition_stuck: Gauge
     fetch_wait_seconds: Gauge
     stage_seconds: Histogram
@@ -181,6 +182,13 @@ def _ops(r: CollectorRegistry) -> dict[str, Any]:
             "Records sent again after a failed delivery, by topic (commands only when not on the log; "
             "dead letters and notifications may be doubles)",
             ["topic"],
+            registry=r,
+        ),
+        shared_keys_read=Counter(
+            "bukong_shared_keys_read",
+            "Shared enterprise and commodity keys a batch needed, by how they were read: full (the key's "
+            "state loaded from Redis) or held (held here as the group wrote it: only its version checked)",
+            ["read"],
             registry=r,
         ),
         partition_stuck=Gauge(

@@ -187,6 +187,17 @@ def test_a_key_written_by_another_worker_is_read_again(valkey: EmbeddedServer) -
         sa.stage(pipe)
         await pipe.execute()
         assert await batch(sa, a, decl(8, T0 + 8 * MIN)) == 9, "A reads again and counts B's declaration"
+
+        # A reads (B wrote in between: in full) after its engine took a declaration in and before staging it:
+        # the load replaced what A took, so A does not hold the key after its write
+        assert await batch(sb, b, decl(9, T0 + 9 * MIN)) == 10
+        d10 = decl(10, T0 + 10 * MIN)
+        a.enterprise.take(d10)
+        await sa.prefetch([Record("declarations", 0, 0, d10["ts_ms"], b"k", orjson.dumps(d10))])
+        pipe = r.pipeline(transaction=True)
+        sa.stage(pipe)
+        await pipe.execute()
+        assert await batch(sa, a, decl(11, T0 + 11 * MIN)) == 12
         await r.aclose()
 
     asyncio.run(body())
