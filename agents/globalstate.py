@@ -380,8 +380,7 @@ class SharedFacts:
             if rows:
                 since = first.pop("_since", rows[0][0])
                 j.enterprise.load(ent, since, first, [(ent, ts, d, float(v), hs) for ts, d, v, hs in rows])
-            last = max((ts, d) for ts, d, *_ in rows) if rows and hold else None
-            held.loaded(self._ent(ent), version, last)
+            held.loaded(self._ent(ent), version, _latest(rows) if rows and hold else None)
         for hs, origin in m:
             doc = res[i]
             i += 1
@@ -391,8 +390,7 @@ class SharedFacts:
             version, rows = doc
             if rows:
                 j.valuation.load((hs, origin), [(hs, origin, ts, d, float(uv)) for ts, d, uv in rows])
-            last = max((ts, d) for ts, d, _ in rows) if rows and hold else None
-            held.loaded(self._med(hs, origin), version, last)
+            held.loaded(self._med(hs, origin), version, _latest(rows) if rows and hold else None)
         for key in p:
             n, v = res[i]
             i += 1
@@ -511,6 +509,18 @@ class SharedFacts:
                 args += kv
             args += self.held.took(self._ent(ent), order[ent], self.joiner.enterprise.incremental(ent))
         pipe.eval(MEMBERS_LUA, len(keys), *keys, *args)
+
+
+def _latest(rows: list[Any]) -> Order:
+    """The latest (event time, declaration id) of a key's members as the read returns them (in score order:
+    the latest time last; members of one time in byte order, so the greatest id is looked for among them)."""
+    ts = rows[-1][0]
+    best = rows[-1][1]
+    for row in reversed(rows):
+        if row[0] != ts:
+            break
+        best = max(best, row[1])
+    return (ts, best)
 
 
 def _rows(members: list[bytes]) -> list[Any]:

@@ -70,6 +70,9 @@ def stage_figures(before: Samples, after: Samples) -> dict[str, Any]:
         for st in STAGES
     }
     batches = delta("bukong_batch_size_count")
+    # the shared keys the batches needed that the worker held as the group wrote them (only a version read)
+    held = delta("bukong_shared_keys_read_total", (("read", "held"),))
+    full = delta("bukong_shared_keys_read_total", (("read", "full"),))
     p50 = hist_quantile(before, after, "bukong_worker_latency_seconds", 0.50)
     p99 = hist_quantile(before, after, "bukong_worker_latency_seconds", 0.99)
     return {
@@ -78,6 +81,7 @@ def stage_figures(before: Samples, after: Samples) -> dict[str, Any]:
         "us_per_event_total": round(sum(v for v in us.values() if v), 1) if events else None,
         # records per batch: the fixed cost of a batch (its Redis round trips, its acks) is spread over them
         "records_per_batch": round(delta("bukong_batch_size_sum") / batches, 1) if batches else None,
+        "shared_held_pct": round(100 * held / (held + full), 1) if held + full else None,
         "internal_commands": int(delta("bukong_worker_latency_seconds_count")),
         "internal_p50_ms": round(p50 * 1000, 2) if p50 is not None else None,
         "internal_p99_ms": round(p99 * 1000, 2) if p99 is not None else None,
@@ -266,8 +270,9 @@ def stage_table(results: dict[str, Any]) -> str:
     latency (batch fetched -> command acknowledged), for the drain and each offered rate."""
     head = " | ".join(STAGES)
     lines = [
-        f"| pipeline | load | {head} | total us/event | records/batch | internal p50 ms | internal p99 ms |",
-        "|---" * (len(STAGES) + 6) + "|",
+        f"| pipeline | load | {head} | total us/event | records/batch | shared keys held % | internal p50 ms "
+        "| internal p99 ms |",
+        "|---" * (len(STAGES) + 7) + "|",
     ]
     for name, r in results.items():
         if not name.startswith("bukong"):
@@ -281,7 +286,7 @@ def stage_table(results: dict[str, Any]) -> str:
             us = " | ".join(str(st["us_per_event"].get(k)) for k in STAGES)
             lines.append(
                 f"| {name} | {load} | {us} | {st.get('us_per_event_total')} | {st.get('records_per_batch')} "
-                f"| {st.get('internal_p50_ms')} "
+                f"| {st.get('shared_held_pct')} | {st.get('internal_p50_ms')} "
                 f"| {st.get('internal_p99_ms')} |"
             )
     return "\n".join(lines)
