@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -17,21 +16,12 @@ import redis.asyncio as aioredis
 from agents.delivery import Record
 from agents.globalstate import SharedFacts
 from pipeline.core.assemble import build_joiner
-from pipeline.io.embedded import EmbeddedServer, start_valkey
+from pipeline.io.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_790_000_000_000
 MIN = 60_000
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[EmbeddedServer]:
-    server = start_valkey()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _script(seed: int, n: int = 700) -> list[tuple[int, list[dict[str, Any]]]]:

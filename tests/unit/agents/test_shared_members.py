@@ -5,7 +5,6 @@ HS code was seen kept at its minimum across batches, every key expiring; and a w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -16,21 +15,12 @@ from agents.delivery import Record
 from agents.globalstate import HORIZON_MS, SharedFacts
 from features.enterprise import Member
 from pipeline.core.assemble import build_joiner
-from pipeline.io.embedded import EmbeddedServer, start_valkey
+from pipeline.io.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_790_000_000_000
 DAY = 86_400_000
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[EmbeddedServer]:
-    server = start_valkey()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class _Joiner:
