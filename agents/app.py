@@ -254,7 +254,11 @@ def _install_timers(w: _Worker) -> None:
     async def reload_watchlists() -> None:
         rt = w.runtime()
         try:
-            rt.engine.joiner.watch.replace(await watchlists.load(rt.redis))
+            lists = await watchlists.load(rt.redis)
+            rt.engine.joiner.watch.replace(lists)
+            for kind, book in lists.entries.items():
+                metrics.watchlist_entries.labels(kind).set(len(book))
+            metrics.watchlist_reloads.inc()
         except REDIS_ERRORS as exc:  # the previous lists stay in force; tried again in 2 s
             metrics.dependency_retries.labels("redis").inc()
             log.warning(

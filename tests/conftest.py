@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from pipeline.contracts import events as c
-from pipeline.io.embedded import EmbeddedServer, Servers, servers, start_valkey
+from pipeline.io.embedded import EmbeddedServer, Servers, free_port, servers, start_valkey
 from pipeline.io.topics import create_topics
 
 PARTITIONS = 2
@@ -48,6 +48,7 @@ class Stack:
     srv: Servers
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    metrics_port: int | None = None  # the worker's /metrics, when started with one
     _producer: Any = None
     _positions: dict[str, dict[int, int]] = field(default_factory=dict)
 
@@ -116,11 +117,12 @@ def start_worker(
     app_id: str = "bukong",
     extra_env: dict[str, str] | None = None,
     index: int = 0,
+    metrics_port: int | None = None,
 ) -> subprocess.Popen[bytes]:
     from pipeline.io.harness import spawn_worker
 
     env = {"BUKONG_APP_ID": app_id, "BUKONG_PARTITIONS": str(PARTITIONS), **(extra_env or {})}
-    proc = spawn_worker(srv.kafka, srv.redis_url, index, log_dir, extra_env=env)
+    proc = spawn_worker(srv.kafka, srv.redis_url, index, log_dir, metrics_port=metrics_port, extra_env=env)
     return proc
 
 
@@ -149,8 +151,9 @@ def stack(embedded: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     redis.Redis.from_url(embedded.redis_url).delete("bukong:workers:ready", "bukong:g:log", "bukong:g:state")
     log_dir = tmp_path_factory.mktemp("worker-logs")
-    proc = start_worker(embedded, log_dir)
-    st = Stack(embedded, proc, log_dir / "worker-0.log")
+    port = free_port()
+    proc = start_worker(embedded, log_dir, metrics_port=port)
+    st = Stack(embedded, proc, log_dir / "worker-0.log", metrics_port=port)
     try:
         wait_ready(embedded)
         yield st

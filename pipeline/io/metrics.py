@@ -45,6 +45,8 @@ class Metrics(NamedTuple):
     results_unknown_command: Counter
     resent_records: Counter
     shared_keys_read: Counter
+    watchlist_entries: Gauge
+    watchlist_reloads: Counter
     partition_stuck: Gauge
     fetch_wait_seconds: Gauge
     stage_seconds: Histogram
@@ -189,6 +191,14 @@ def _ops(r: CollectorRegistry) -> dict[str, Any]:
             "Shared enterprise and commodity keys a batch needed, by how they were read: full (the key's "
             "state loaded from Redis) or held (held here as the group wrote it: only its version checked)",
             ["read"],
+            registry=r,
+        ),
+        watchlist_entries=Gauge(
+            "bukong_watchlist_entries", "Watchlist entries this worker holds, by kind", ["kind"], registry=r
+        ),
+        watchlist_reloads=Counter(
+            "bukong_watchlist_reloads",
+            "Watchlists reloaded from Redis (every 2 s while Redis answers)",
             registry=r,
         ),
         partition_stuck=Gauge(

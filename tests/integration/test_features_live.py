@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 
 import pytest
 import redis
@@ -22,8 +23,15 @@ pytestmark = pytest.mark.integration
 def test_watchlist_update_takes_effect_while_running(stack: Stack, uid: str) -> None:
     r = redis.Redis.from_url(stack.srv.redis_url)
     plate = f"WATCH-{uid}"
+    assert stack.metrics_port is not None
+    done = _reloads(stack.metrics_port)
     watchlists.put(r, "conveyance", plate, "border-police", int(time.time() * 1000) + 3_600_000)
-    time.sleep(2.5)  # workers reload watchlists every 2 s
+    # the worker reloads its watchlists every 2 s: two reloads after the write, the second began after it
+    deadline = time.monotonic() + 30
+    while _reloads(stack.metrics_port) < done + 2:
+        assert time.monotonic() < deadline, "the worker did not reload its watchlists within 30 s"
+        time.sleep(0.2)
+    assert _entries(stack.metrics_port, "conveyance") >= 1
     stack.send(c.LOGISTICS, weighbridge(uid, "WATCH", measured_kg=30_050))  # nothing wrong with the weight
     stack.send(c.DECLARATIONS, declaration(uid, "WATCH", gross_kg=30_000))
     cmds = stack.read(c.DISPATCH_COMMANDS, want=1, where=lambda x: x["conveyance_id"] == plate)
@@ -32,6 +40,26 @@ def test_watchlist_update_takes_effect_while_running(stack: Stack, uid: str) -> 
     assert cmd["selection"] == "hard_rule" and cmd["facts"]["watch_conveyance"]
     assert cmd["facts"]["watch_source"] == "border-police"
     assert any("watchlist" in r["text"] for r in cmd["reasons"])
+
+
+def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def _reloads(port: int) -> float:
+    return _metrics(port).get(("bukong_watchlist_reloads_total", ()), 0.0)
+
+
+def _entries(port: int, kind: str) -> float:
+    return _metrics(port).get(("bukong_watchlist_entries", (("kind", kind),)), 0.0)
 
 
 @pytest.mark.parametrize("first", ["declaration", "weighbridge"])
