@@ -121,7 +121,9 @@ class _Worker:
                 health=self.health,
             )
             rt.changelog = RedisChangelog(rt.redis, s.partitions, namespace=s.app_id)
-            rt.changelog.shared = SharedFacts(rt.redis, rt.engine.joiner, namespace=s.app_id, group=rt.engine)
+            rt.changelog.shared = SharedFacts(
+                rt.redis, rt.engine.joiner, namespace=s.app_id, group=rt.engine, hold=s.held_reads
+            )
         return rt
 
     def committer(self) -> OffsetCommitter:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # records are there: any small value (docker/docker-compose.yml sets 5)
     fetch_max_wait_ms: int = 20
     fetch_max_wait_cap_ms: int = 2000  # the fetch wait is raised up to this when lagging partitions starve
+    # a worker skips the read of the shared keys it holds as the group wrote them (agents/globalstate.py);
+    # off while workers of a version without it still write them (a rolling upgrade from before 2026-12-01)
+    held_reads: bool = True
     stuck_after_s: float = 30.0  # a partition with lag whose position stands still this long is reported
     topic_retention_ms: int = 30 * 60 * 1000  # bounds tansu's in-memory log in long runs
     app_id: str = "bukong"
