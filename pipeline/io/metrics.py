@@ -56,7 +56,7 @@ class Metrics(NamedTuple):
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
         r = registry
-        return cls(**_flow(r), **_rules(r), **_state(r), **_ops(r))
+        return cls(**_flow(r), **_rules(r), **_state(r), **_ops(r), **_shared(r))
 
 
 def _flow(r: CollectorRegistry) -> dict[str, Any]:
@@ -147,6 +147,27 @@ def _state(r: CollectorRegistry) -> dict[str, Any]:
     )
 
 
+def _shared(r: CollectorRegistry) -> dict[str, Any]:
+    """What a worker reads of the state it shares with the group and the risk centre (Redis)."""
+    return dict(
+        shared_keys_read=Counter(
+            "bukong_shared_keys_read",
+            "Shared enterprise and commodity keys a batch needed, by how they were read: full (the key's "
+            "state loaded from Redis) or held (held here as the group wrote it: only its version checked)",
+            ["read"],
+            registry=r,
+        ),
+        watchlist_entries=Gauge(
+            "bukong_watchlist_entries", "Watchlist entries this worker holds, by kind", ["kind"], registry=r
+        ),
+        watchlist_reloads=Counter(
+            "bukong_watchlist_reloads",
+            "Watchlists reloaded from Redis (every 2 s while Redis answers)",
+            registry=r,
+        ),
+    )
+
+
 def _ops(r: CollectorRegistry) -> dict[str, Any]:
     """Dependencies, stuck partitions and the per-stage timings."""
     return dict(
@@ -184,21 +205,6 @@ def _ops(r: CollectorRegistry) -> dict[str, Any]:
             "Records sent again after a failed delivery, by topic (commands only when not on the log; "
             "dead letters and notifications may be doubles)",
             ["topic"],
-            registry=r,
-        ),
-        shared_keys_read=Counter(
-            "bukong_shared_keys_read",
-            "Shared enterprise and commodity keys a batch needed, by how they were read: full (the key's "
-            "state loaded from Redis) or held (held here as the group wrote it: only its version checked)",
-            ["read"],
-            registry=r,
-        ),
-        watchlist_entries=Gauge(
-            "bukong_watchlist_entries", "Watchlist entries this worker holds, by kind", ["kind"], registry=r
-        ),
-        watchlist_reloads=Counter(
-            "bukong_watchlist_reloads",
-            "Watchlists reloaded from Redis (every 2 s while Redis answers)",
             registry=r,
         ),
         partition_stuck=Gauge(

