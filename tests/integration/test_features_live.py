@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 
 import pytest
 import redis
@@ -15,7 +14,7 @@ from agents import watchlists
 from agents.changelog import RedisChangelog
 from pipeline.contracts import events as c
 from pipeline.core.assemble import build_joiner
-from tests.conftest import Stack, declaration, weighbridge
+from tests.conftest import Stack, declaration, scrape_metrics, weighbridge
 
 pytestmark = pytest.mark.integration
 
@@ -45,24 +44,12 @@ def test_watchlist_update_takes_effect_while_running(stack: Stack, uid: str) -> 
     assert cmd["selection"] in ("hard_rule", "rule"), cmd["selection"]
 
 
-def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    }
-
-
 def _reloads(port: int) -> float:
-    return _metrics(port).get(("bukong_watchlist_reloads_total", ()), 0.0)
+    return scrape_metrics(port).get(("bukong_watchlist_reloads_total", ()), 0.0)
 
 
 def _entries(port: int, kind: str) -> float:
-    return _metrics(port).get(("bukong_watchlist_entries", (("kind", kind),)), 0.0)
+    return scrape_metrics(port).get(("bukong_watchlist_entries", (("kind", kind),)), 0.0)
 
 
 @pytest.mark.parametrize("first", ["declaration", "weighbridge"])

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from agents.stages import STAGES
 from pipeline.contracts import events as c
 from pipeline.io.embedded import Servers, free_port
-from tests.conftest import PARTITIONS, Stack, declaration, stop_worker, wait_ready, weighbridge
-
-
-def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    }
+from tests.conftest import (
+    PARTITIONS,
+    Stack,
+    declaration,
+    scrape_metrics,
+    stop_worker,
+    wait_ready,
+    weighbridge,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +60,7 @@ def test_stage_histograms_are_exported_and_count_the_events_that_flowed(
     seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     events = 0.0
     while time.monotonic() < deadline:
-        seen = _scrape(port)
+        seen = scrape_metrics(port)
         events = sum(v for (name, _), v in seen.items() if name == "bukong_events_in_total")
         done = seen.get(("bukong_worker_latency_seconds_count", ()), 0) >= 1 and events >= 7
         if done and all(spent(st) > 0 for st in busy):
