@@ -215,16 +215,14 @@ class Held:
         new = str(self._seq)
         expected = self.version.pop(key, "")
         prev = self.last.pop(key, None)
-        in_order = exact and expected != "" and prev is not None
+        self.pending.pop(key, None)
+        if not exact or expected == "" or prev is None:
+            return expected, new
         for o in order:
-            if not in_order or o <= prev:  # type: ignore[operator]
-                in_order = False
-                break
+            if o <= prev:
+                return expected, new
             prev = o
-        if in_order and prev is not None:
-            self.pending[key] = (new, prev)
-        else:
-            self.pending.pop(key, None)
+        self.pending[key] = (new, prev)
         return expected, new
 
 
