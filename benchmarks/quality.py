@@ -45,6 +45,7 @@ from typing import Any
 from tqdm import tqdm
 
 from benchmarks.quality_common import DAY_MS, NEW_TYPOLOGY, TARGET, Item, World, mean_ci
+from benchmarks.quality_learners import BlendedModel, parse_learners
 from pipeline.core.decision.budget import BudgetConfig
 from pipeline.core.decision.encode import encode
 from pipeline.core.decision.snapshots import SnapshotStore
@@ -79,12 +80,13 @@ class Strategy:
         seed: int,
         target: float = TARGET,
         policy: PolicyConfig | None = None,
+        model: RiskModel | None = None,
     ) -> None:
         self.name = name
         self.oracle: Any = None
         self.open: dict[str, tuple[int, str, str]] = {}  # decl_id -> (day, typology, selection) awaiting
         self.use_rules = use_rules
-        self.model = RiskModel(seed=seed) if use_model else None
+        self.model = (model or RiskModel(seed=seed)) if use_model else None
         budget = BudgetConfig(target_share=target, model_share=target * (1 - random_share))
         cfg = policy or PolicyConfig()
         self.policy = DecisionPolicy(_with(cfg, budget=budget, random_share=random_share), {})
@@ -249,9 +251,20 @@ STRATEGIES = ("rules", "rules_random", "model", "batch", "batch_rules", "hybrid"
 RANDOM_SHARE = 0.1  # the random share (of inspections) of every strategy but ``rules``
 
 
-def make_strategies(seed: int, target: float = TARGET, policy: PolicyConfig | None = None) -> list[Strategy]:
-    """Every strategy but random (an expectation, see quality_report.random_expectation)."""
+def make_strategies(
+    seed: int, target: float = TARGET, policy: PolicyConfig | None = None, learners: Sequence[str] = ()
+) -> list[Strategy]:
+    """Every strategy but random (an expectation, see quality_report.random_expectation); for each of
+    ``learners`` (benchmarks/quality_learners.py) the online model alone and the hybrid with that learner
+    beside the production model, as ``model+<learner>`` and ``hybrid+<learner>``."""
+
+    extra: list[Strategy] = []
+    for name in learners:
+        for base, rules in (("model", False), ("hybrid", True)):
+            model = BlendedModel(name, seed=seed)
+            extra.append(Strategy(f"{base}+{name}", rules, True, RANDOM_SHARE, seed, target, policy, model))
     return [
+        *extra,
         Strategy("rules", True, False, 0.0, seed, target, policy),
         Strategy("rules_random", True, False, RANDOM_SHARE, seed, target, policy),
         Strategy("model", False, True, RANDOM_SHARE, seed, target, policy),
@@ -282,8 +295,9 @@ def run(
     target: float = TARGET,
     policy: PolicyConfig | None = None,
     bar: Any = None,
+    learners: Sequence[str] = (),
 ) -> list[Strategy]:
-    strategies = make_strategies(seed, target, policy)
+    strategies = make_strategies(seed, target, policy, learners)
     for s in strategies:
         s.oracle = oracle_factory() if oracle_factory is not None else None
     for day, bucket in by_day(items, start_ms):
@@ -375,6 +389,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--smoke", action="store_true", help="seconds: one seed, a small stream, no plot")
     ap.add_argument("--cost", action="store_true", help="also time the candidate learners (us per call)")
+    ap.add_argument(
+        "--learners",
+        default="",
+        help="also run the online model and the hybrid with these river learners beside the production "
+        "model (comma-separated: hat, arf, bag; benchmarks/quality_learners.py)",
+    )
     return ap.parse_args(argv)
 
 
@@ -396,6 +416,7 @@ def evaluate(
     from benchmarks import quality_report as rep
 
     policies = _policies(args.policy)
+    learners = parse_learners(args.learners)
     runs: dict[str, dict[float, list[dict[str, dict[str, Any]]]]] = {
         p: {b: [] for b in budgets} for p in policies
     }
@@ -413,12 +434,13 @@ def evaluate(
 
             for learner, r in cost_table(items).items():
                 out(f"cost {learner:30s} score {r['score_us']:6.1f} us  learn {r['learn_us']:6.1f} us")
-        bar.total = (bar.total or 0) + len(items) * len(STRATEGIES) * len(budgets) * len(policies)
+        n_strategies = len(STRATEGIES) + 2 * len(learners)
+        bar.total = (bar.total or 0) + len(items) * n_strategies * len(budgets) * len(policies)
         value = sum(it.fraud_value for it in items if it.violation)
         for b in budgets:
             rnd = rep.random_expectation(w, items, b, args.draws)
             for p in policies:
-                strategies = run(items, w.start_ms, w.seed, w.oracle_factory, b, _policy(p), bar)
+                strategies = run(items, w.start_ms, w.seed, w.oracle_factory, b, _policy(p), bar, learners)
                 rows = {"random": rnd}
                 rows.update({s.name: rep.row(s, value, b, w) for s in strategies})
                 runs[p][b].append(rows)
@@ -496,10 +518,11 @@ def _print(name: str, r: dict[str, Any], out: Callable[[str], None]) -> None:
         f"scenario {name}, policy {r.get('policy', 'graded')}: budget {r['budget']:.0%}, "
         f"{r['seeds']} seeds x {r['days']} days (mean [95% interval])"
     )
-    for s in ("random", *STRATEGIES):
+    names = [s for s in r if isinstance(r[s], dict) and "precision" in r[s]]
+    for s in ("random", *STRATEGIES, *sorted(n for n in names if "+" in n)):
         row = r[s]
         p, v = row["precision"], row["value_recall"]
-        line = f"  {s:12s} precision {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
+        line = f"  {s:14s} precision {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
         line += f"  value recall {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
         if "precision_targeted" in row:
             line += f"  targeted {row['precision_targeted']['mean']:.3f}"
@@ -514,6 +537,9 @@ def _print(name: str, r: dict[str, Any], out: Callable[[str], None]) -> None:
         out(line)
     for k, v in r["hybrid"]["ratios"].items():
         out(f"  {k:28s} {v['mean']:.2f}x [{v['lo']:.2f}, {v['hi']:.2f}]")
+    for s in sorted(n for n in names if "+" in n):
+        for k, v in r[s].get("ratios", {}).items():
+            out(f"  {s} {k:28s} {v['mean']:.3f}x [{v['lo']:.3f}, {v['hi']:.3f}] (paired per seed)")
     for k, paired in r.items():
         if k.startswith("hybrid_vs_"):
             for key, v in paired.items():

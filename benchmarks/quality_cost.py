@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.quality_common import Item
+from benchmarks.quality_learners import LEARNERS, BlendedModel
 from pipeline.core.decision.encode import encode
 from pipeline.core.model import RiskModel
 
@@ -40,6 +41,9 @@ def cost_table(items: Sequence[Item], n: int = 2000) -> dict[str, dict[str, floa
         ),
         "river_hat_preencoded": (tree.HoeffdingAdaptiveTreeClassifier(seed=1), xs),
     }
+    for learner in LEARNERS:  # the production model with a tree learner beside it (quality --learners)
+        facts = [it.facts for it in sample]
+        candidates[f"bukong_risk_model+{learner}"] = (BlendedModel(learner, seed=1), facts)
     out: dict[str, dict[str, float]] = {}
     for name, (model, data) in candidates.items():
         if isinstance(model, RiskModel):  # the production model: its own encoding is part of its cost

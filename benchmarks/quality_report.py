@@ -158,6 +158,18 @@ def aggregate(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
             xs = [r["hybrid"][key] / r[peer][key] for r in runs if r[peer].get(key)]
             ratios[f"hybrid_over_{peer}_targeted"] = mean_ci(xs)
     out["hybrid"]["ratios"] = ratios
+    for name in runs[0]:  # a learner beside the production model (quality --learners): paired per seed
+        base, plus, _ = name.partition("+")
+        if not plus or base not in runs[0]:
+            continue
+        extra: dict[str, Any] = {}
+        for key in ("precision", "value_recall"):
+            xs = [r[name][key] / r[base][key] for r in runs if r[base][key]]
+            extra[f"{key}_over_{base}"] = mean_ci(xs)
+        for peer in ("rules", "batch_rules") if base == "hybrid" else ():
+            xs = [r[name]["precision"] / r[peer]["precision"] for r in runs if r[peer]["precision"] > 0]
+            extra[f"precision_over_{peer}"] = mean_ci(xs)
+        out[name]["ratios"] = extra
     return out
 
 
