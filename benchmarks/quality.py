@@ -493,14 +493,16 @@ def _result(
         for b, c in curves.items()
     }
     if not args.smoke and len(runs) > 1:
-        png = RESULTS / f"quality_{args.world}_{Path(name).stem}{_suffix(policy)}.png"
+        png = RESULTS / f"quality_{args.world}_{Path(name).stem}{_suffix(policy, args.learners)}.png"
         rep.plot_curves(curves, png, f"{Path(name).stem}: mean over {args.seeds} seeds, 95% interval")
         out(f"plot: {png}")
     return result
 
 
-def _suffix(policy: str) -> str:
-    return "" if policy == "graded" else f"_{policy}"
+def _suffix(policy: str, learners: str = "") -> str:
+    """The results file's suffix: the policy unless the default, and ``_learners`` with ``--learners``
+    (their rows do not overwrite the default run's file)."""
+    return ("" if policy == "graded" else f"_{policy}") + ("_learners" if learners else "")
 
 
 def _default_days(name: str, world: str) -> int:
@@ -567,14 +569,14 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         compare[stem][r["policy"]] = r
         if not args.smoke and "," not in args.policy:
             RESULTS.mkdir(parents=True, exist_ok=True)
-            path = RESULTS / f"quality_{args.world}_{stem}{_suffix(r['policy'])}.json"
+            path = RESULTS / f"quality_{args.world}_{stem}{_suffix(r['policy'], args.learners)}.json"
             path.write_text(json.dumps(r, indent=1))
     if not args.smoke and "," in args.policy:
         RESULTS.mkdir(parents=True, exist_ok=True)
+        tail = _suffix("graded", args.learners)
         for stem, by_policy in compare.items():
-            (RESULTS / f"quality_{args.world}_{stem}_policies.json").write_text(
-                json.dumps(by_policy, indent=1)
-            )
+            path = RESULTS / f"quality_{args.world}_{stem}_policies{tail}.json"
+            path.write_text(json.dumps(by_policy, indent=1))
     out(json.dumps(summary))
     return summary
 

@@ -17,8 +17,9 @@ river's trees split on directly.
 
 Candidates (``LEARNERS``): ``hat`` (Hoeffding adaptive tree), ``arf`` (adaptive random forest, 10 trees),
 ``bag`` (online bagging of 5 Hoeffding trees). Not a candidate: river's aggregated Mondrian forest, which
-takes numeric inputs only (the HS heading and origin would need an encoding of their own). ``cost_us`` in the benchmark's output times each on the same facts (the model's scoring budget is
-50 us per declaration, docs/policy.md).
+takes numeric inputs only (the HS heading and origin would need an encoding of their own).
+``benchmarks.quality --cost`` times each on the same facts (the model's scoring budget is 50 us per
+declaration, docs/policy.md).
 """
 
 from __future__ import annotations
