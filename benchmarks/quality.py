@@ -334,6 +334,7 @@ POLICIES = (
     "graded-unpaced",
     "graded-random-nohits",
     "graded-nocap",
+    "graded-cap05",
     "graded-value",
     "graded-value-sqrt",
     "graded-value-log",
@@ -348,7 +349,8 @@ def _policy(name: str) -> PolicyConfig:
     """The decision design under test: ``today`` (the first design), ``graded`` (docs/policy.md),
     ``graded-unpaced`` (graded, without pacing the day's spend), ``graded-random-nohits`` (graded, the
     random picks drawn only among declarations without a rule hit, as before), ``graded-nocap`` (graded
-    weights and lead demotion, hard hits not held to the daily budget), or
+    weights and lead demotion, hard hits not held to the daily budget), ``graded-cap05`` (graded, hard hits
+    held to the daily budget + 0.5 point instead of 1), or
     ``graded-value[-sqrt|-log]`` (graded, the ranked selection by risk x m(value); ratio by default), or
     ``graded-explore[-hits|-near]`` (graded, ``EXPLORE_SHARE`` of inspections drawn where the model is
     uncertain: 4s(1-s) of the score, among the rule hits below the threshold, or just below the threshold)."""
@@ -358,6 +360,8 @@ def _policy(name: str) -> PolicyConfig:
         return first_design()
     if name == "graded-nocap":
         return graded_policy(hard_cap_points=None)
+    if name == "graded-cap05":
+        return graded_policy(hard_cap_points=0.5)
     if name == "graded-unpaced":
         return graded_policy(pace_slack=None)
     if name == "graded-random-nohits":
