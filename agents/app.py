@@ -23,8 +23,9 @@ from prometheus_client import CollectorRegistry
 from agents import faust_tuning, watchlists
 from agents.changelog import RedisChangelog
 from agents.fastpath import BatchConsumer, BatchTransport, OffsetCommitter
-from agents.flowwatch import FlowWatch
+from agents.flowwatch import FlowWatch, input_highwaters
 from agents.globalstate import SharedFacts
+from agents.inputclock import InputClock
 from agents.redisclient import redis_client
 from agents.runtime import (
     GC_THRESHOLDS,
@@ -120,6 +121,10 @@ class _Worker:
                 dispatch_partitions=s.partitions,
                 health=self.health,
             )
+            if s.align_inputs:
+                rt.input_clock = InputClock(
+                    lambda: input_highwaters(self.app), lambda: self.flow.stuck, s.align_slack_ms
+                )
             rt.changelog = RedisChangelog(rt.redis, s.partitions, namespace=s.app_id)
             rt.changelog.shared = SharedFacts(
                 rt.redis, rt.engine.joiner, namespace=s.app_id, group=rt.engine, hold=s.held_reads
@@ -336,6 +341,9 @@ def _install_rebalance(w: _Worker) -> None:
         restored = await rt.restore(mine - owned, c.INPUT_TOPICS)  # retries Redis by itself
         await rt.prepare()  # the dispatch log's end offsets: where a pending command can be looked for
         w.state["owned"] = mine
+        if rt.input_clock is not None:  # revoked partitions no longer hold the input clock
+            now = {f"{tp.topic}:{tp.partition}" for tp in assigned}
+            rt.input_clock.forget([tp for tp in rt.input_clock.read if tp not in now])
         if restored:
             log.info("restored %d state keys for partitions %s", restored, sorted(mine - owned))
         parts = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)

@@ -35,6 +35,29 @@ def set_fetch_wait(app: Any, wait_ms: int) -> bool:
     return True
 
 
+def input_highwaters(app: Any) -> dict[str, int] | None:
+    """ "topic:partition" -> high watermark of each assigned input partition whose high watermark the consumer
+    knows (from its last fetch of it); None before the consumer started or between generations."""
+    aio = aiokafka_consumer(app)
+    if aio is None:
+        return None
+    try:
+        tps = list(aio.assignment())
+    except Exception:
+        return None
+    out: dict[str, int] = {}
+    for tp in tps:
+        if tp.topic not in c.INPUT_TOPICS:
+            continue
+        try:
+            hw = aio.highwater(tp)
+        except AssertionError:  # revoked since we listed it
+            continue
+        if hw is not None:
+            out[f"{tp.topic}:{tp.partition}"] = int(hw)
+    return out
+
+
 def _position(aio: Any, tp: Any) -> int | None:
     try:
         return int(aio._subscription.subscription.assignment.state_value(tp).position)

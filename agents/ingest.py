@@ -63,9 +63,13 @@ def ingest(
     points: list[dict[str, Any]] = []  # the run of GPS points not folded yet, and their records
     point_recs: list[Record] = []
     topic, partition, tp, last_key, track = "", -1, "", b"", False
+    clock = rt.input_clock
+    read = -1  # the latest event time read on this topic-partition in the batch (the input clock's)
     for rec, ev in zip(records, decoded, strict=True):
         if rec.topic != topic or rec.partition != partition:  # the next topic-partition of the batch
-            topic, partition, last_key = rec.topic, rec.partition, b""
+            if clock is not None and read >= 0:
+                clock.seen(tp, read)
+            topic, partition, last_key, read = rec.topic, rec.partition, b"", -1
             tp, track = f"{topic}:{partition}", topic == c.TRACKS
         per_topic[topic] = per_topic.get(topic, 0) + 1  # counted once per batch by the caller
         if ev is None:
@@ -81,6 +85,8 @@ def ingest(
         ts = ev["ts_ms"]
         if ts > rt.watermark_ms:
             rt.watermark_ms = ts
+        if ts > read:
+            read = ts
         if track:
             rt._remember_point(ev)
             points.append(ev)
@@ -97,6 +103,8 @@ def ingest(
             dead.append(rt._dead(rec, exc, now_ms))
     if points:
         _fold(rt, points, point_recs, dead, now_ms)
+    if clock is not None and read >= 0:
+        clock.seen(tp, read)
     return decisions, dead, per_topic
 
 

@@ -46,6 +46,7 @@ from agents.delivery import (  # re-exported: the app and the tests import them 
     late_dead_letters,
 )
 from agents.ingest import Decoded, decode, ingest
+from agents.inputclock import InputClock
 from agents.results import on_results, tally
 from agents.stages import StageClock
 from pipeline.contracts import events as c
@@ -106,6 +107,8 @@ class Runtime:
     dispatch_partitions: int = 0  # 0: as many as the dispatch log reports (or the changelog's partitions)
     token: str = ""  # this worker's reservation token (unique per process)
     health: Health = field(default_factory=Health)
+    # how far every input partition has been read (agents/inputclock.py); None: not aligned (in-process)
+    input_clock: InputClock | None = None
     _hint: dict[int, int] = field(default_factory=dict)  # dispatch partition -> an offset known acknowledged
     _hints_seeded: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -337,6 +340,8 @@ class Runtime:
         clock = time.perf_counter
         decoded, decode_s = await self._decode_while_reading(records, now_ms)
         t0 = clock()
+        if self.input_clock is not None:  # before the batch's declarations: which of them must wait
+            self.input_clock.apply(self.engine.joiner, self.watermark_ms, self.applied)
         decisions, dead, per_topic = ingest(self, records, now_ms, decoded)
         dead += late_dead_letters(self.engine.joiner, self.metrics, now_ms)
         self.stages.add("decode", decode_s)
@@ -385,9 +390,15 @@ class Runtime:
             self.metrics.shared_keys_read.labels("full").inc(shared.held.full - full)
 
     async def tick(self, idle_advance_ms: int = 0) -> None:
-        """Deadline scoring: called by a timer; moves event time on when the input is idle."""
+        """Deadline scoring: called by a timer; moves event time on when the input is idle. With an input
+        clock, declarations held behind it are decided once it passes them, and deadlines fire on it."""
         async with self._lock:
             wm = self.watermark_ms + idle_advance_ms
+            if self.input_clock is not None:
+                held = self.input_clock.apply(self.engine.joiner, self.watermark_ms, self.applied)
+                behind_s = 0.0 if held is None else (self.watermark_ms - held) / 1000
+                self.metrics.input_clock_behind.set(behind_s)
+                wm = wm if held is None else held
             if wm <= 0:
                 return
             await self._prefetch_shared((), wm)

@@ -87,7 +87,7 @@ class FeatureEngine:
             st, weighed = self.join.logistics(ev)
             if not weighed:
                 return []
-            return [self._ready(d, st, "logistics", ts) for d in self.join.released(st)]
+            return [self._ready(d, st, "logistics", ts) for d in self.join.released(st, ev["conveyance_id"])]
         if topic == "declarations":
             return self._declaration(ev)
         if topic == "inspection-results":
@@ -132,11 +132,21 @@ class FeatureEngine:
             return []
         return [self._ready(d, st, "declarations", d["ts_ms"])]
 
+    def hold(self, clock_ms: int | None) -> None:
+        """Set the input clock: the event time every input has been read up to, or None (all of them are
+        read up to now, the live case). A declaration after it waits until it passes (``advance``), so that
+        a backlog read one partition at a time is joined as it happened: a declaration whose GPS points or
+        weighbridge reading are still unread on another partition is not decided without them. The worker
+        sets it (agents/runtime.py, the input clock); replays read in event order and leave it None."""
+        self.join.clock = clock_ms
+
     def advance(self, watermark_ms: int) -> list[Ready]:
-        """Decide declarations whose deadline passed; forget conveyances idle past their TTL."""
+        """Decide the held declarations the input clock has passed, and those whose deadline passed; forget
+        conveyances idle past their TTL."""
         if watermark_ms > self.watermark:
             self.watermark = watermark_ms
-        return [self._ready(d, st, "deadline", due) for d, st, due in self.join.due(watermark_ms)]
+        out = [self._ready(d, st, "input_clock", d["ts_ms"]) for d, st in self.join.release()]
+        return out + [self._ready(d, st, "deadline", due) for d, st, due in self.join.due(watermark_ms)]
 
     # ---------------------------------------------------------------------------------------- the facts
     def _ready(self, d: dict[str, Any], st: Conv, topic: str, ts: int) -> Ready:
@@ -196,7 +206,7 @@ class FeatureEngine:
     def due(self, watermark_ms: int) -> list[dict[str, Any]]:
         """The pending declarations ``advance(watermark_ms)`` would decide."""
         convs = self.join.convs
-        out = []
+        out = self.join.releasable()
         for due, decl_id, key in self.join.deadlines:
             st = convs.get(key) if due <= watermark_ms else None
             if st is not None:

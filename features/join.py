@@ -88,6 +88,10 @@ class Join:
         self.cfg = cfg
         self.convs = conv_store(cfg)
         self.deadlines: list[tuple[int, str, str]] = []  # (due, decl_id, conveyance)
+        # the input clock (``hold``): None, or the event time every input has been read up to; a declaration
+        # after it waits, complete, in ``held`` until the clock passes it (a backlog read unevenly)
+        self.clock: int | None = None
+        self.held: list[tuple[int, str, str]] = []  # (ts, decl_id, conveyance), complete but ahead
 
     def conv(self, key: str, ts: int) -> Conv:
         """The conveyance's state, created if new; marked changed (its snapshot is drained)."""
@@ -123,22 +127,69 @@ class Join:
             st.manifest = (float(ev["manifest_gross_kg"]), ts)
         return st, False
 
-    def wait(self, st: Conv, key: str, d: dict[str, Any]) -> bool:
-        """A road or rail declaration without its weighbridge reading waits (True); else it is ready."""
-        ts = d["ts_ms"]
-        if d["mode"] in ("road", "rail") and not self.joined(st.weigh, ts, st.gate_out):
-            if all(p["decl_id"] != d["decl_id"] for p in st.pending):
-                st.pending.append(d)
-                heapq.heappush(self.deadlines, (ts + self.cfg.deadline_ms, d["decl_id"], key))
-            return True
-        return False
+    def complete(self, st: Conv, d: dict[str, Any]) -> bool:
+        """Everything the declaration waits for is there: its weighbridge reading (road and rail)."""
+        return d["mode"] not in ("road", "rail") or self.joined(st.weigh, d["ts_ms"], st.gate_out)
 
-    def released(self, st: Conv) -> list[dict[str, Any]]:
-        """The pending declarations a new reading completes, taken off the pending list."""
-        out = [d for d in st.pending if self.joined(st.weigh, d["ts_ms"], st.gate_out)]
+    def ahead(self, ts: int) -> bool:
+        """``ts`` is after the input clock: some input has not been read up to it yet."""
+        return self.clock is not None and ts > self.clock
+
+    def wait(self, st: Conv, key: str, d: dict[str, Any]) -> bool:
+        """A road or rail declaration without its weighbridge reading waits (True), and so does one after
+        the input clock (held until the clock passes it); else it is ready."""
+        ts = d["ts_ms"]
+        complete = self.complete(st, d)
+        if complete and not self.ahead(ts):
+            return False
+        if all(p["decl_id"] != d["decl_id"] for p in st.pending):
+            st.pending.append(d)
+            heapq.heappush(self.deadlines, (ts + self.cfg.deadline_ms, d["decl_id"], key))
+            if complete:
+                heapq.heappush(self.held, (ts, d["decl_id"], key))
+        return True
+
+    def released(self, st: Conv, key: str = "") -> list[dict[str, Any]]:
+        """The pending declarations a new reading completes, taken off the pending list; those after the
+        input clock stay pending, held until it passes them."""
+        out = []
+        for d in st.pending:
+            if self.joined(st.weigh, d["ts_ms"], st.gate_out):
+                if self.ahead(d["ts_ms"]):
+                    heapq.heappush(self.held, (d["ts_ms"], d["decl_id"], key))
+                else:
+                    out.append(d)
         if out:
             done = {d["decl_id"] for d in out}
             st.pending = [d for d in st.pending if d["decl_id"] not in done]
+        return out
+
+    def release(self) -> list[tuple[dict[str, Any], Conv]]:
+        """The held declarations the input clock has passed (all of them once it is None), taken off the
+        pending list."""
+        out = []
+        held, convs = self.held, self.convs
+        while held and not self.ahead(held[0][0]):
+            _, decl_id, key = heapq.heappop(held)
+            st = convs.get(key)
+            if st is None:
+                continue
+            for d in st.pending:
+                if d["decl_id"] == decl_id:
+                    if self.complete(st, d):
+                        st.pending.remove(d)
+                        convs.mark(key)
+                        out.append((d, st))
+                    break
+        return out
+
+    def releasable(self) -> list[dict[str, Any]]:
+        """The held declarations ``release`` would take (for the read of the shared state before it)."""
+        out = []
+        for ts, decl_id, key in self.held:
+            st = self.convs.get(key) if not self.ahead(ts) else None
+            if st is not None:
+                out += [d for d in st.pending if d["decl_id"] == decl_id]
         return out
 
     def joined(self, part: tuple[float, int] | None, ts: int, trip_end: int | None = None) -> bool:
@@ -209,6 +260,8 @@ class Join:
         self.convs.restore(key, st, st.seen)
         for d in st.pending:
             heapq.heappush(self.deadlines, (d["ts_ms"] + self.cfg.deadline_ms, d["decl_id"], key))
+            if self.complete(st, d):  # it was held behind the input clock when the state was saved
+                heapq.heappush(self.held, (d["ts_ms"], d["decl_id"], key))
 
 
 def _has_pending(st: Conv) -> bool:

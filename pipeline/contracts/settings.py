@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     # off while workers of a version without it still write them (a rolling upgrade from before 2026-12-01)
     held_reads: bool = True
     stuck_after_s: float = 30.0  # a partition with lag whose position stands still this long is reported
+    # a backlog read unevenly across partitions is joined as it happened: a declaration waits while a
+    # partition still behind it by more than the slack may hold its weighbridge reading or GPS track
+    # (agents/inputclock.py)
+    align_inputs: bool = True
+    align_slack_ms: int = 60_000
     topic_retention_ms: int = 30 * 60 * 1000  # bounds tansu's in-memory log in long runs
     app_id: str = "bukong"
     web_host: str = "127.0.0.1"

@@ -48,6 +48,7 @@ class Metrics(NamedTuple):
     watchlist_entries: Gauge
     watchlist_reloads: Counter
     partition_stuck: Gauge
+    input_clock_behind: Gauge
     fetch_wait_seconds: Gauge
     stage_seconds: Histogram
     stage_event_seconds: Histogram
@@ -163,6 +164,12 @@ def _shared(r: CollectorRegistry) -> dict[str, Any]:
         watchlist_reloads=Counter(
             "bukong_watchlist_reloads",
             "Watchlists reloaded from Redis (every 2 s while Redis answers)",
+            registry=r,
+        ),
+        input_clock_behind=Gauge(
+            "bukong_input_clock_behind_seconds",
+            "Event time between the latest record read and the input clock: declarations after the clock "
+            "wait for the partitions still behind it (a backlog read unevenly); 0 when none is behind",
             registry=r,
         ),
     )
