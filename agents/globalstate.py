@@ -290,7 +290,9 @@ class SharedFacts:
             elif rec.topic == "logistics" and rec.key is not None:
                 out += self.joiner.pending(rec.key.decode("utf-8", "replace"))
         if watermark_ms is not None:
-            out += self.joiner.due(watermark_ms)
+            out += self.joiner.due(watermark_ms)  # with the held declarations the input clock passed
+        elif (releasable := getattr(self.joiner, "releasable", None)) is not None:
+            out += releasable()  # a batch decides them too (agents/inputclock.py)
         return out
 
     async def prefetch(self, records: Sequence[Any] = (), watermark_ms: int | None = None) -> int:

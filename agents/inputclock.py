@@ -20,9 +20,12 @@ with records to read and none read yet holds every declaration until it has been
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger("bukong.inputclock")
 
 Backlog = Callable[[], Mapping[str, int] | None]  # "topic:partition" -> high watermark, None: unknown
 
@@ -75,6 +78,15 @@ class InputClock:
         if hold is not None:
             hold(clock)
         return None if clock is None else self.deadline_watermark(watermark_ms)
+
+    def release(self, engine: Any) -> list[Any]:
+        """The held declarations the clock has passed, decided in the batch (their shared state was read
+        with it). A failure of the core is logged, as one in deadline scoring is, and the batch goes on."""
+        try:
+            return list(engine.release())
+        except Exception:
+            log.exception("the core failed deciding declarations held behind the input clock")
+            return []
 
     def deadline_watermark(self, watermark_ms: int) -> int:
         """The event time deadlines fire on: the watermark, or under the clock while partitions are behind

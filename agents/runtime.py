@@ -338,11 +338,13 @@ class Runtime:
         m = self.metrics
         now_ms = self.clock_ms()
         clock = time.perf_counter
+        if self.input_clock is not None:  # before the batch: which declarations wait, which are released
+            self.input_clock.apply(self.engine.joiner, self.watermark_ms, self.applied)
         decoded, decode_s = await self._decode_while_reading(records, now_ms)
         t0 = clock()
-        if self.input_clock is not None:  # before the batch's declarations: which of them must wait
-            self.input_clock.apply(self.engine.joiner, self.watermark_ms, self.applied)
         decisions, dead, per_topic = ingest(self, records, now_ms, decoded)
+        if self.input_clock is not None:
+            decisions += self.input_clock.release(self.engine)
         dead += late_dead_letters(self.engine.joiner, self.metrics, now_ms)
         self.stages.add("decode", decode_s)
         for topic, n in per_topic.items():

@@ -145,8 +145,16 @@ class FeatureEngine:
         conveyances idle past their TTL."""
         if watermark_ms > self.watermark:
             self.watermark = watermark_ms
-        out = [self._ready(d, st, "input_clock", d["ts_ms"]) for d, st in self.join.release()]
+        out = self.release()
         return out + [self._ready(d, st, "deadline", due) for d, st, due in self.join.due(watermark_ms)]
+
+    def release(self) -> list[Ready]:
+        """The declarations held behind the input clock that it has passed (``hold``)."""
+        return [self._ready(d, st, "input_clock", d["ts_ms"]) for d, st in self.join.release()]
+
+    def releasable(self) -> list[dict[str, Any]]:
+        """The held declarations ``release`` would decide (for the read of the shared state before it)."""
+        return self.join.releasable()
 
     # ---------------------------------------------------------------------------------------- the facts
     def _ready(self, d: dict[str, Any], st: Conv, topic: str, ts: int) -> Ready:

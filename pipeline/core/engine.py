@@ -132,6 +132,12 @@ class Engine:
         """Event time has reached ``watermark_ms``: decide declarations whose join deadline passed."""
         return [self._decide(r, None) for r in self.joiner.advance(watermark_ms)]
 
+    def release(self) -> list[Decision]:
+        """Decide the declarations held behind the input clock that it has passed (features/engine.py
+        ``hold``; a joiner without an input clock holds none)."""
+        release = getattr(self.joiner, "release", None)
+        return [self._decide(r, None) for r in release()] if release is not None else []
+
     def swap_rules(self, rules: RuleSet) -> None:
         """Atomically replace the rule pack (between events: no event sees half a pack)."""
         self.rules = rules
