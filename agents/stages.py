@@ -19,7 +19,10 @@ from pipeline.io.metrics import Metrics
 # decision's parts; dispatch: commands built, records queued, bookkeeping; redis: round trips; acks: the
 # wait for the broker to acknowledge what the batch produced
 STAGES = ("decode", "shared", "join", "rules", "model", "policy", "dispatch", "redis", "acks")
-CORE_PARTS = {"joiner": {"on_event": "join", "advance": "join"}, "rules": {"evaluate": "rules"}}
+CORE_PARTS = {
+    "joiner": {"on_event": "join", "advance": "join", "release": "join"},
+    "rules": {"evaluate": "rules"},
+}
 CORE_PARTS |= {"model": {"score": "model"}, "policy": {"decide": "policy"}}
 
 

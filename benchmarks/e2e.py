@@ -15,8 +15,9 @@ Every figure is measured in the same run against references on the same machine 
   (benchmarks/peers.py holds the three references.)
 
 Each pipeline runs on a fresh broker. First the sustained rate: a backlog (``--backlog``) is produced before
-the pipeline starts and it is timed draining it from its first processed record to its last (at most
-``--hold`` seconds). Then at each fixed rate (``--rates``) a separate producer process sends the generator's
+the pipeline starts and it is timed draining it from its first processed record to its last, and to its
+last decision for Bukong (at most ``--hold`` seconds). Then at each fixed rate (``--rates``) a separate
+producer process sends the generator's
 realistic mix (per truck trip GPS points, gate, weighbridge, manifest, declaration) for ``--duration``
 seconds; latency is the triggering record's producer timestamp -> its output record read back (both hops).
 A rate counts as sustained if 2 s after the producer stopped the pipeline had processed 98% of what was

@@ -184,12 +184,20 @@ class Join:
         return out
 
     def releasable(self) -> list[dict[str, Any]]:
-        """The held declarations ``release`` would take (for the read of the shared state before it)."""
-        out = []
-        for ts, decl_id, key in self.held:
-            st = self.convs.get(key) if not self.ahead(ts) else None
+        """The held declarations ``release`` would take (for the read of the shared state before it). Walks
+        the heap from its root and only below entries the clock has passed: the time of what it returns."""
+        out: list[dict[str, Any]] = []
+        held, convs = self.held, self.convs
+        todo = [0]
+        while todo:
+            i = todo.pop()
+            if i >= len(held) or self.ahead(held[i][0]):
+                continue  # a heap: everything below an entry after the clock is after it too
+            _, decl_id, key = held[i]
+            st = convs.get(key)
             if st is not None:
                 out += [d for d in st.pending if d["decl_id"] == decl_id]
+            todo += (2 * i + 1, 2 * i + 2)
         return out
 
     def joined(self, part: tuple[float, int] | None, ts: int, trip_end: int | None = None) -> bool:
