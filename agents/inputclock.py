@@ -7,9 +7,9 @@ points. Read that way, a declaration was decided when its own partition was read
 reading and GPS track were still unread on the other topics' partitions; the event-time deadline fired at
 once, because the fastest partition had moved the watermark hours on. Measured on the recorded day
 (tests/golden), read in 2,000-record chunks per partition in turn: 2,360 of 2,740 declarations were decided
-with their weighbridge, gate-in, manifest and track all missing, against none read in event order.
+with their weighbridge, gate-in, manifest and track all missing; read in event order, none lacks its track.
 
-So the worker computes, once a second, the input clock: the lowest event time read on the partitions that
+So the worker computes, before each batch and once a second, the input clock: the lowest event time read on the partitions that
 still have records to read (their high watermark beyond what the worker applied), plus a slack. The feature
 engine holds a complete declaration after the clock until the clock passes it (``FeatureEngine.hold``), and
 deadlines fire on the clock rather than on the fastest partition. Where no partition is behind by more than
