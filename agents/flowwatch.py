@@ -35,17 +35,14 @@ def set_fetch_wait(app: Any, wait_ms: int) -> bool:
     return True
 
 
-def input_highwaters(app: Any) -> dict[str, int] | None:
-    """ "topic:partition" -> high watermark of each assigned input partition whose high watermark the consumer
-    knows (from its last fetch of it); None before the consumer started or between generations."""
-    aio = aiokafka_consumer(app)
-    if aio is None:
-        return None
+def _highwaters(aio: Any) -> list[tuple[Any, int]] | None:
+    """(topic-partition, high watermark) of each assigned input partition whose high watermark the
+    consumer knows (from its last fetch of it); None between generations."""
     try:
         tps = list(aio.assignment())
-    except Exception:
+    except Exception:  # not started, or between generations
         return None
-    out: dict[str, int] = {}
+    out = []
     for tp in tps:
         if tp.topic not in c.INPUT_TOPICS:
             continue
@@ -54,8 +51,16 @@ def input_highwaters(app: Any) -> dict[str, int] | None:
         except AssertionError:  # revoked since we listed it
             continue
         if hw is not None:
-            out[f"{tp.topic}:{tp.partition}"] = int(hw)
+            out.append((tp, int(hw)))
     return out
+
+
+def input_highwaters(app: Any) -> dict[str, int] | None:
+    """ "topic:partition" -> high watermark of each assigned input partition the consumer has fetched (the
+    input clock's, agents/inputclock.py); None before the consumer started or between generations."""
+    aio = aiokafka_consumer(app)
+    found = _highwaters(aio) if aio is not None else None
+    return None if found is None else {f"{tp.topic}:{tp.partition}": hw for tp, hw in found}
 
 
 def _position(aio: Any, tp: Any) -> int | None:
@@ -80,28 +85,14 @@ class FlowWatch:
     def progress(self, app: Any, applied: dict[str, int]) -> dict[TP, Progress]:
         """Per assigned input partition: high watermark and the next offset the worker needs."""
         aio = aiokafka_consumer(app)
-        if aio is None:
-            return {}
         out: dict[TP, Progress] = {}
-        try:
-            tps = list(aio.assignment())
-        except Exception:  # not started, or between generations
-            return {}
-        for tp in tps:
-            if tp.topic not in c.INPUT_TOPICS:
-                continue
-            try:
-                hw = aio.highwater(tp)
-            except AssertionError:  # revoked since we listed it
-                continue
-            if hw is None:
-                continue
+        for tp, hw in (_highwaters(aio) if aio is not None else None) or ():
             done = applied.get(f"{tp.topic}:{tp.partition}", -1) + 1
             pos = _position(aio, tp)
             if pos is not None and not self.busy:
                 # fetched and handed over: with the handler idle, the position is what the worker has done
                 done = max(done, pos)
-            out[(tp.topic, tp.partition)] = Progress(int(hw), done)
+            out[(tp.topic, tp.partition)] = Progress(hw, done)
         return out
 
     async def broker_answers(self, app: Any, timeout_s: float = 2.0) -> bool:

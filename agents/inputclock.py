@@ -9,13 +9,14 @@ once, because the fastest partition had moved the watermark hours on. Measured o
 (tests/golden), read in 2,000-record chunks per partition in turn: 2,360 of 2,740 declarations were decided
 with their weighbridge, gate-in, manifest and track all missing; read in event order, none lacks its track.
 
-So the worker computes, before each batch and once a second, the input clock: the lowest event time read on the partitions that
-still have records to read (their high watermark beyond what the worker applied), plus a slack. The feature
-engine holds a complete declaration after the clock until the clock passes it (``FeatureEngine.hold``), and
-deadlines fire on the clock rather than on the fastest partition. Where no partition is behind by more than
-the slack (live operation), the clock is None and nothing changes. A partition reported stuck (agents/flow.py)
-no longer holds the clock: a broker that stops serving one partition cannot stop every decision. A partition
-with records to read and none read yet holds every declaration until it has been read.
+So the worker computes, before each batch and once a second, the input clock: the lowest event time read on
+the partitions that still have records to read (their high watermark beyond what the worker applied), plus a
+slack. The feature engine holds a complete declaration after the clock until the clock passes it
+(``FeatureEngine.hold``), and deadlines fire on the clock rather than on the fastest partition. Where no
+partition is behind by more than the slack (live operation), the clock is None and nothing changes. A
+partition reported stuck (agents/flow.py) no longer holds the clock: a broker that stops serving one partition
+cannot stop every decision. A partition with records to read and none read yet holds every declaration until
+it has been read.
 """
 
 from __future__ import annotations
@@ -87,6 +88,21 @@ class InputClock:
         except Exception:
             log.exception("the core failed deciding declarations held behind the input clock")
             return []
+
+    async def after_batch(self, rt: Any, fetched_at: float | None) -> None:
+        """After a batch is saved (its offsets applied): the declarations it released by bringing the
+        partitions behind up to date are decided at once, within the batch, rather than by the next batch or
+        the 1 s timer (the last batch of a backlog has no next one)."""
+        if self.clock is None:
+            return
+        self.apply(rt.engine.joiner, rt.watermark_ms, rt.applied)
+        releasable = getattr(rt.engine.joiner, "releasable", None)
+        if releasable is None or not releasable():
+            return
+        await rt._prefetch_shared((), None)  # lists the releasable declarations
+        decisions = self.release(rt.engine)
+        if decisions:
+            await rt._emit(decisions, [], fetched_at=fetched_at)
 
     def deadline_watermark(self, watermark_ms: int) -> int:
         """The event time deadlines fire on: the watermark, or under the clock while partitions are behind

@@ -332,6 +332,8 @@ class Runtime:
             stages.instrument(self.engine)
             t0 = time.perf_counter()
             await self._process(records, fetched_at)
+            if self.input_clock is not None:  # the batch may have brought the partitions behind up to date
+                await self.input_clock.after_batch(self, fetched_at)
             stages.observe(len(records), time.perf_counter() - t0)
 
     async def _process(self, records: Sequence[Record], fetched_at: float | None) -> None:
