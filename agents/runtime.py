@@ -402,6 +402,7 @@ class Runtime:
                 held = self.input_clock.apply(self.engine.joiner, self.watermark_ms, self.applied)
                 behind_s = 0.0 if held is None else (self.watermark_ms - held) / 1000
                 self.metrics.input_clock_behind.set(behind_s)
+                self.metrics.input_clock_partitions.set(self.input_clock.behind)
                 wm = wm if held is None else held
             if wm <= 0:
                 return

@@ -49,6 +49,7 @@ class Metrics(NamedTuple):
     watchlist_reloads: Counter
     partition_stuck: Gauge
     input_clock_behind: Gauge
+    input_clock_partitions: Gauge
     fetch_wait_seconds: Gauge
     stage_seconds: Histogram
     stage_event_seconds: Histogram
@@ -168,8 +169,14 @@ def _shared(r: CollectorRegistry) -> dict[str, Any]:
         ),
         input_clock_behind=Gauge(
             "bukong_input_clock_behind_seconds",
-            "Event time between the latest record read and the input clock: declarations after the clock "
-            "wait for the partitions still behind it (a backlog read unevenly); 0 when none is behind",
+            "Event time between the latest record read and the slowest input partition still behind it: "
+            "declarations after that (plus the slack) wait for it (a backlog read unevenly); 0 when no "
+            "partition is behind by more than the slack",
+            registry=r,
+        ),
+        input_clock_partitions=Gauge(
+            "bukong_input_clock_partitions_behind",
+            "Input partitions with records left to read, not reported stuck (they hold the input clock)",
             registry=r,
         ),
     )
