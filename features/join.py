@@ -15,46 +15,72 @@ from features.config import DAY, FeatureConfig
 from features.store import ChangelogStore
 from features.track import Track
 
+READINGS = 8  # weighbridge readings, gate-ins, manifests and gate-outs a conveyance keeps (its last trips)
+
+Reading = tuple[float, int]  # (kg, event time)
+
 
 @dataclass(slots=True)
 class Conv:
+    """One conveyance. Its logistics readings are short histories in event-time order, not only the latest:
+    a backlog read unevenly (agents/inputclock.py) brings a truck's next trips before a declaration held
+    behind the input clock is decided, and the declaration must still meet its own trip's readings."""
+
     seen: int = 0  # latest event time of the conveyance
-    weigh: tuple[float, int] | None = None  # (measured gross kg, ts)
-    gate_in: int | None = None
-    manifest: tuple[float, int] | None = None  # (manifest gross kg, ts)
+    weighs: list[Reading] = field(default_factory=list)  # (measured gross kg, ts)
+    gate_ins: list[int] = field(default_factory=list)
+    manifests: list[Reading] = field(default_factory=list)  # (manifest gross kg, ts)
     pending: list[dict[str, Any]] = field(default_factory=list)  # declarations waiting for their reading
     track: Track = field(default_factory=Track)
     sd_in: list[int] = field(default_factory=list)  # self-drive entries in the last 24 h
     sd_open: int = 0  # entries not written off by an exit
-    gate_out: int | None = None  # event time of the last gate-out: the end of a trip
+    gate_outs: list[int] = field(default_factory=list)  # gate-outs: each ends a trip
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "seen": self.seen,
-            "weigh": list(self.weigh) if self.weigh else None,
-            "gate_in": self.gate_in,
-            "manifest": list(self.manifest) if self.manifest else None,
+            "weighs": self.weighs,
+            "gate_ins": self.gate_ins,
+            "manifests": self.manifests,
             "pending": self.pending,
             "track": self.track.to_dict(),
             "sd_in": self.sd_in,
             "sd_open": self.sd_open,
-            "gate_out": self.gate_out,
+            "gate_outs": self.gate_outs,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | list[Any]) -> Conv:
         if isinstance(d, list):
             return cls._from_list(d)
+        if "weighs" not in d:
+            return cls._from_latest(d)
         return cls(
             d["seen"],
-            tuple(d["weigh"]) if d["weigh"] else None,
-            d["gate_in"],
-            tuple(d["manifest"]) if d["manifest"] else None,
+            [(float(kg), int(ts)) for kg, ts in d["weighs"]],
+            d["gate_ins"],
+            [(float(kg), int(ts)) for kg, ts in d["manifests"]],
             d["pending"],
             Track.from_dict(d["track"]),
             d["sd_in"],
             d["sd_open"],
-            d.get("gate_out"),
+            d["gate_outs"],
+        )
+
+    @classmethod
+    def _from_latest(cls, d: dict[str, Any]) -> Conv:
+        """A snapshot written before the histories: the latest reading of each kind, or None."""
+        weigh, gate_in, manifest, gate_out = d["weigh"], d["gate_in"], d["manifest"], d.get("gate_out")
+        return cls(
+            d["seen"],
+            [(float(weigh[0]), int(weigh[1]))] if weigh else [],
+            [gate_in] if gate_in is not None else [],
+            [(float(manifest[0]), int(manifest[1]))] if manifest else [],
+            d["pending"],
+            d["track"] if isinstance(d["track"], Track) else Track.from_dict(d["track"]),
+            d["sd_in"],
+            d["sd_open"],
+            [gate_out] if gate_out is not None else [],
         )
 
     @classmethod
@@ -64,17 +90,29 @@ class Conv:
         track = Track.from_dict(
             {**dict(zip(keys, v[5:13], strict=True)), "stop_counted": v[13], "corridor": v[14]}
         )
-        return cls(
-            v[0],
-            tuple(v[1]) if v[1] else None,
-            v[2],
-            tuple(v[3]) if v[3] else None,
-            v[4],
-            track,
-            v[15],
-            v[16],
-            v[17] if len(v) > 17 else None,
+        old = ("seen", "weigh", "gate_in", "manifest", "pending")
+        return cls._from_latest(
+            {**dict(zip(old, v[:5], strict=True)), "track": track, "sd_in": v[15], "sd_open": v[16]}
+            | {"gate_out": v[17] if len(v) > 17 else None}
         )
+
+
+def _keep(history: list[Any], item: Any, ts: int) -> None:
+    """Put ``item`` (event time ``ts``) in its place in ``history`` (event-time order; one per time: a
+    redelivered record replaces itself), keeping the last READINGS."""
+    i = len(history)
+    while i and _ts(history[i - 1]) > ts:
+        i -= 1
+    if i and _ts(history[i - 1]) == ts:
+        history[i - 1] = item
+    else:
+        history.insert(i, item)
+    if len(history) > READINGS:
+        del history[0]
+
+
+def _ts(item: Reading | int) -> int:
+    return item if isinstance(item, int) else item[1]
 
 
 def conv_store(cfg: FeatureConfig) -> ChangelogStore[str, Conv]:
@@ -109,27 +147,25 @@ class Join:
         ts, kind = ev["ts_ms"], ev["kind"]
         st = self.conv(ev["conveyance_id"], ts)
         if kind == "weighbridge":
-            if st.weigh is None or ts >= st.weigh[1]:
-                st.weigh = (float(ev["measured_gross_kg"]), ts)
+            _keep(st.weighs, (float(ev["measured_gross_kg"]), ts), ts)
             return st, True
         if kind == "gate_in":
-            st.gate_in = ts
+            _keep(st.gate_ins, ts, ts)
             if ev.get("direction") == "in" or ev.get("ic_card"):
                 st.sd_in = [*[t for t in st.sd_in if t > ts - DAY][-50:], ts]
                 st.sd_open = min(st.sd_open + 1, 50)
         elif kind == "gate_out":
-            if st.gate_out is None or ts >= st.gate_out:
-                st.gate_out = ts
+            _keep(st.gate_outs, ts, ts)
             if ev.get("direction") == "out" or ev.get("ic_card"):
                 st.sd_open = max(0, st.sd_open - 1)
             st.track.fix = None  # the trip is over: the next GPS point starts a new track
         elif kind == "manifest" and ev.get("manifest_gross_kg") is not None:
-            st.manifest = (float(ev["manifest_gross_kg"]), ts)
+            _keep(st.manifests, (float(ev["manifest_gross_kg"]), ts), ts)
         return st, False
 
     def complete(self, st: Conv, d: dict[str, Any]) -> bool:
         """Everything the declaration waits for is there: its weighbridge reading (road and rail)."""
-        return d["mode"] not in ("road", "rail") or self.joined(st.weigh, d["ts_ms"], st.gate_out)
+        return d["mode"] not in ("road", "rail") or self.weigh(st, d["ts_ms"]) is not None
 
     def ahead(self, ts: int) -> bool:
         """``ts`` is after the input clock: some input has not been read up to it yet."""
@@ -154,7 +190,7 @@ class Join:
         input clock stay pending, held until it passes them."""
         out = []
         for d in st.pending:
-            if self.joined(st.weigh, d["ts_ms"], st.gate_out):
+            if self.weigh(st, d["ts_ms"]) is not None:
                 if self.ahead(d["ts_ms"]):
                     heapq.heappush(self.held, (d["ts_ms"], d["decl_id"], key))
                 else:
@@ -200,13 +236,39 @@ class Join:
             todo += (2 * i + 1, 2 * i + 2)
         return out
 
-    def joined(self, part: tuple[float, int] | None, ts: int, trip_end: int | None = None) -> bool:
-        """``part`` (value, event time) belongs with a declaration at ``ts``: within the join window and,
-        when a gate-out is known, on the same side of it (the same trip: a truck back for its next load
-        must not be judged by the previous load's weight)."""
-        if part is None or abs(part[1] - ts) > self.cfg.join_window_ms:
+    def joined(self, at: int, ts: int, trip_ends: list[int]) -> bool:
+        """A reading at ``at`` belongs with a declaration at ``ts``: within the join window and on the same
+        side of every gate-out (the same trip: a truck back for its next load must not be judged by the
+        previous load's weight)."""
+        if abs(at - ts) > self.cfg.join_window_ms:
             return False
-        return trip_end is None or not (min(part[1], ts) < trip_end <= max(part[1], ts))
+        lo, hi = (at, ts) if at < ts else (ts, at)
+        return not any(lo < end <= hi for end in trip_ends)
+
+    def weigh(self, st: Conv, ts: int, waits: bool = True) -> Reading | None:
+        """The weighbridge reading of a declaration at ``ts``, as live: the latest one of its trip at or
+        before it, else (if it ``waits`` for one: road and rail) the first one after it, up to its deadline
+        (live, it is decided without one then)."""
+        until, after = ts + self.cfg.deadline_ms if waits else ts, None
+        for w in reversed(st.weighs):
+            at = w[1]
+            if at <= until and self.joined(at, ts, st.gate_outs):
+                if at <= ts:
+                    return w
+                after = w
+        return after
+
+    def _latest(self, parts: list[Any], ts: int, at: int, trip_ends: list[int] | None) -> Any:
+        """The latest of ``parts`` known at event time ``at`` that joins a declaration at ``ts`` (the trip
+        checked when ``trip_ends`` is given), or None."""
+        for part in reversed(parts):
+            t = _ts(part)
+            if t <= at:
+                if abs(t - ts) > self.cfg.join_window_ms:
+                    return None
+                if trip_ends is None or self.joined(t, ts, trip_ends):
+                    return part
+        return None
 
     def due(self, watermark_ms: int) -> list[tuple[dict[str, Any], Conv, int]]:
         """Declarations whose deadline passed (declaration, its conveyance, the deadline); then forget
@@ -231,9 +293,12 @@ class Join:
         ``missing``."""
         dts, mode = d["ts_ms"], d["mode"]
         gross = float(d["gross_kg"])
-        if self.joined(st.weigh, dts, st.gate_out):
-            assert st.weigh is not None
-            w = st.weigh[0]
+        waits = mode in ("road", "rail")
+        weigh = self.weigh(st, dts, waits)
+        # the event time it is decided at, live: its reading's, its deadline without one, else its own
+        at = max(dts, weigh[1]) if weigh else dts + self.cfg.deadline_ms if waits else dts
+        if weigh is not None:
+            w = weigh[0]
             facts.update(
                 weigh_present=True,
                 weigh_gross_kg=w,
@@ -242,13 +307,14 @@ class Join:
             )
         elif mode in ("road", "rail"):
             missing.append("weighbridge")
-        if st.gate_in is not None and abs(dts - st.gate_in) <= self.cfg.join_window_ms:
-            facts.update(gate_in_present=True, gate_in_to_decl_s=(dts - st.gate_in) / 1000)
+        gate_in = self._latest(st.gate_ins, dts, at, None)
+        if gate_in is not None:
+            facts.update(gate_in_present=True, gate_in_to_decl_s=(dts - gate_in) / 1000)
         elif mode in ("road", "rail"):
             missing.append("gate_in")
-        if self.joined(st.manifest, dts, st.gate_out):
-            assert st.manifest is not None
-            m = st.manifest[0]
+        manifest = self._latest(st.manifests, dts, at, st.gate_outs)
+        if manifest is not None:
+            m = manifest[0]
             facts.update(
                 manifest_present=True,
                 manifest_gross_kg=m,

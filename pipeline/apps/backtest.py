@@ -18,6 +18,7 @@ import orjson
 from tqdm import tqdm
 
 from pipeline.core.assemble import build_joiner
+from pipeline.core.engine import REPLAY_TICK_MS
 from rules.engine import CompiledPack
 from rules.pack import PackError, load_pack
 
@@ -75,10 +76,14 @@ def replay_facts(
     (plus ``ts_ms``, the declaration's event time)."""
 
     joiner = build_joiner(watchlists=watchlists)
-    last = 0
+    last = ticked = 0
     for topic, ev in events:
         last = max(last, int(ev.get("ts_ms") or 0))
-        for r in joiner.on_event(topic, ev):
+        ready = joiner.on_event(topic, ev)
+        if last - ticked >= REPLAY_TICK_MS:  # deadlines fire when they did live (pipeline/core/engine.py)
+            ticked = last
+            ready += joiner.advance(last)
+        for r in ready:
             yield {**r.facts, "ts_ms": r.decl["ts_ms"]}
     for r in joiner.advance(last + DAY):
         yield {**r.facts, "ts_ms": r.decl["ts_ms"]}

@@ -330,10 +330,19 @@ class Engine:
             self._learned_refs.popitem(last=False)
 
 
+REPLAY_TICK_MS = 1_000  # event time between deadline checks in a replay (the worker's timer: 1 s)
+
+
 def replay(engine: Engine, events: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Decision]:
-    """Run recorded (topic, event) pairs through the core in order, then flush every pending deadline."""
-    last_ts = 0
+    """Run recorded (topic, event) pairs through the core in order, moving event time on every second of it
+    as a worker's timer does live (so a deadline fires when it would have), then flush every pending one."""
+    last_ts = ticked = 0
     for topic, ev in events:
-        last_ts = max(last_ts, ev.get("ts_ms", 0))
+        ts = ev.get("ts_ms", 0)
+        if ts > last_ts:
+            last_ts = ts
         yield from engine.process(topic, ev)
+        if last_ts - ticked >= REPLAY_TICK_MS:
+            ticked = last_ts
+            yield from engine.advance(last_ts)
     yield from engine.advance(last_ts + 10 * engine.deadline_ms)

@@ -141,12 +141,16 @@ def test_changelog_store_drains_changes_as_plain_dicts(name: str) -> None:
     assert list(other.drain_changes()) == ["k2"]
 
 
-def test_conveyance_snapshot_is_a_dict_and_reads_the_old_positional_list() -> None:
-    c = Conv(seen=T0, weigh=(30_000.0, T0), pending=[{"decl_id": "D1", "ts_ms": T0}], gate_out=T0 - 1)
+def test_conveyance_snapshot_is_a_dict_and_reads_the_formats_written_before() -> None:
+    c = Conv(seen=T0, weighs=[(30_000.0, T0)], pending=[{"decl_id": "D1", "ts_ms": T0}], gate_outs=[T0 - 1])
     c.track = Track(fix=(42.0, 106.0, T0), first_ts=T0 - HOUR, points=7, dev_max=1.5, corridor=0)
     snap = c.to_dict()
-    assert snap["track"]["points"] == 7 and snap["weigh"] == [30_000.0, T0]
+    assert snap["track"]["points"] == 7 and snap["weighs"] == [(30_000.0, T0)]
     assert Conv.from_dict(orjson.loads(orjson.dumps(snap))) == c
+    # a dict with the latest reading of each kind only (before the histories), then a positional list
+    latest = {k: v for k, v in orjson.loads(orjson.dumps(snap)).items() if k not in ("weighs", "gate_outs")}
+    latest |= {"weigh": [30_000.0, T0], "gate_in": None, "manifest": None, "gate_out": T0 - 1}
+    assert Conv.from_dict({k: v for k, v in latest.items() if k not in ("gate_ins", "manifests")}) == c
     old = [T0, [30_000.0, T0], None, None, [{"decl_id": "D1", "ts_ms": T0}], [42.0, 106.0, T0], T0 - HOUR]
     old += [7, 0, 0, 1.5, 0, None, False, 0, [], 0, T0 - 1]
     assert Conv.from_dict(old) == c

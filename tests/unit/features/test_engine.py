@@ -156,6 +156,51 @@ def test_next_trip_is_never_judged_by_the_previous_trips_weighbridge_reading() -
     assert abs(out[0].facts["weigh_excess_ratio"]) < 0.01
 
 
+def test_a_held_declaration_meets_its_own_trip_though_the_next_trips_were_read_first() -> None:
+    """A backlog read unevenly: the logistics partition is read two trips ahead before the declaration is
+    decided (held behind the input clock). It still meets its own trip's gate-in, manifest and weighbridge."""
+    e = FeatureEngine(cfg())
+    e.hold(T0 - HOUR)
+    trips = [(T0, 40_000.0), (T0 + 3 * HOUR, 31_000.0), (T0 + 6 * HOUR, 25_000.0)]
+    for start, kg in trips:
+        run(
+            [
+                ("logistics", logi("gate_in", start - 20 * MIN)),
+                ("logistics", logi("weighbridge", start, measured_gross_kg=kg)),
+            ],
+            e,
+        )
+        run([("logistics", logi("manifest", start - 10 * MIN, manifest_gross_kg=kg - 500))], e)
+        run([("logistics", logi("gate_out", start + HOUR))], e)
+    assert run([("declarations", decl(1, T0 + 10 * MIN, gross_kg=39_000.0))], e) == []  # held
+    e.hold(None)
+    (ready,) = e.release()
+    f = ready.facts
+    assert f["weigh_gross_kg"] == 40_000.0 and f["manifest_gross_kg"] == 39_500.0
+    assert f["gate_in_to_decl_s"] == 30 * 60 and ready.missing == ["track"]
+    restored = FeatureEngine(cfg())  # the histories survive a restart
+    restored.restore_keys({k: v for k, v in e.drain_dirty().items() if v is not None})
+    run([("declarations", decl(2, T0 + 3 * HOUR + 5 * MIN, gross_kg=31_000.0))], restored)
+    assert restored.pending("MN-1") == []  # decided at once: its own trip's reading is there
+    (ready,) = run([("declarations", decl(3, T0 + 3 * HOUR + 6 * MIN, gross_kg=30_000.0))], restored)
+    assert ready.facts["weigh_gross_kg"] == 31_000.0
+
+
+def test_a_reading_after_the_deadline_is_not_joined_as_live() -> None:
+    """Live, a declaration is decided without its reading once its deadline passed; read ahead in a backlog,
+    a later reading must not join it either (the decision would differ from the live one)."""
+    e = FeatureEngine(cfg(deadline_ms=30 * MIN))
+    e.hold(T0 - HOUR)
+    run(
+        [("declarations", decl()), ("logistics", logi("weighbridge", T0 + 40 * MIN, measured_gross_kg=1.0))],
+        e,
+    )
+    e.hold(None)
+    assert e.release() == []  # not complete: the reading came after its deadline
+    (ready,) = e.advance(T0 + 30 * MIN)
+    assert ready.trigger_topic == "deadline" and "weighbridge" in ready.missing
+
+
 def test_redelivered_declaration_is_decided_once() -> None:
     e = FeatureEngine(cfg())
     evs = [("logistics", logi("weighbridge", measured_gross_kg=30_000.0)), ("declarations", decl())]

@@ -103,6 +103,19 @@ def test_replay_flushes_pending_declarations_at_the_end() -> None:
     assert sorted(d.decl["decl_id"] for d in out) == ["D-D", "D-E"]
 
 
+def test_replay_fires_a_deadline_when_the_worker_would_have() -> None:
+    """A replay decides as the stream does: an overweight truck weighed after its declaration's deadline
+    (10 min here) was decided live without the reading, and a replay of the day must not join it."""
+    events = [
+        (c.DECLARATIONS, decl("F")),
+        (c.LOGISTICS, weigh("G", 30_000.0, T0 + 11 * 60_000)),  # another truck moves event time on
+        (c.LOGISTICS, weigh("F", 40_000.0, T0 + 12 * 60_000)),
+    ]
+    (d,) = replay(engine(), events)
+    assert d.facts["weigh_present"] is False and d.lane == "release"
+    assert d.command is None and d.facts["missing"][0] == "weighbridge"
+
+
 def test_an_inspection_result_teaches_the_violation_history_the_next_declaration_reads() -> None:
     """Workers hand results to Engine.on_result, not to process: the parties' history learns there too."""
     from pipeline.core.assemble import build_engine
