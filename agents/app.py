@@ -18,6 +18,7 @@ from typing import Any
 import faust
 import orjson
 from faust.exceptions import ProducerSendError
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from agents import faust_tuning, watchlists
@@ -44,6 +45,13 @@ from pipeline.io.metrics import Metrics
 from pipeline.io.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger("bukong.agents")
+
+
+def _tp(name: str) -> TP:
+    topic, _, part = name.rpartition(":")
+    return TP(topic, int(part))
+
+
 MAX_BATCH = 2000  # records per fetched batch: bounds memory and the latency a batch adds to its first record
 REDIS_TIMEOUT_S = 3.0  # a Redis call that has not answered in this long is retried (SIGSTOPped, partitioned)
 RULE_ERROR_LOG_EVERY_S = 60.0  # at most one log line a minute per failing rule
@@ -122,14 +130,32 @@ class _Worker:
                 health=self.health,
             )
             if s.align_inputs:
-                rt.input_clock = InputClock(
-                    lambda: input_highwaters(self.app), lambda: self.flow.stuck, s.align_slack_ms
+                clock = rt.input_clock = InputClock(
+                    lambda: input_highwaters(self.app),
+                    lambda: self.flow.stuck,
+                    s.align_slack_ms,
+                    pacer=self.pace,
+                    ahead_ms=s.align_ahead_ms,
                 )
+                self.flow.paused = lambda: clock.paused
             rt.changelog = RedisChangelog(rt.redis, s.partitions, namespace=s.app_id)
             rt.changelog.shared = SharedFacts(
                 rt.redis, rt.engine.joiner, namespace=s.app_id, group=rt.engine, hold=s.held_reads
             )
         return rt
+
+    def pace(self, stop: set[str], go: set[str]) -> None:
+        """Pause and resume input partitions ("topic:partition") for the input clock (agents/inputclock.py)"""
+        consumer = self.app.consumer
+        if stop:
+            consumer.pause_partitions({_tp(name) for name in stop})
+            self.metrics.input_pauses.inc(len(stop))
+            log.info(
+                "input clock: paused %s, read too far ahead of the partitions behind", ", ".join(sorted(stop))
+            )
+        if go:
+            consumer.resume_partitions({_tp(name) for name in go})
+            log.info("input clock: resumed %s", ", ".join(sorted(go)))
 
     def committer(self) -> OffsetCommitter:
         cm = self.state.get("committer")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agents.flow import TP, FetchGovernor, Progress, StuckDetector
@@ -77,6 +78,8 @@ class FlowWatch:
         self.detector = StuckDetector(after_s=stuck_after_s)
         self.busy = False  # the batch handler is running (set by the agent around each batch)
         self._seen: dict[TP, Progress] = {}
+        # partitions the worker paused on purpose (read too far past the input clock): not starved, not stuck
+        self.paused: Callable[[], set[str]] = set
 
     @property
     def stuck(self) -> list[str]:
@@ -86,7 +89,10 @@ class FlowWatch:
         """Per assigned input partition: high watermark and the next offset the worker needs."""
         aio = aiokafka_consumer(app)
         out: dict[TP, Progress] = {}
+        paused = self.paused()
         for tp, hw in (_highwaters(aio) if aio is not None else None) or ():
+            if paused and f"{tp.topic}:{tp.partition}" in paused:
+                continue
             done = applied.get(f"{tp.topic}:{tp.partition}", -1) + 1
             pos = _position(aio, tp)
             if pos is not None and not self.busy:

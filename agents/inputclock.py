@@ -29,6 +29,7 @@ from typing import Any
 log = logging.getLogger("bukong.inputclock")
 
 Backlog = Callable[[], Mapping[str, int] | None]  # "topic:partition" -> high watermark, None: unknown
+Pacer = Callable[[set[str], set[str]], None]  # (partitions to pause, partitions to resume)
 
 
 @dataclass
@@ -39,6 +40,9 @@ class InputClock:
     read: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> latest event time read
     clock: int | None = None  # the last clock computed (the engine's)
     behind: int = 0  # partitions holding it
+    pacer: Pacer | None = None  # pauses and resumes partitions (the consumer's); None: never pause
+    ahead_ms: int = 10 * 60_000
+    paused: set[str] = field(default_factory=set)  # partitions paused for being read too far ahead
 
     def seen(self, tp: str, ts: int) -> None:
         if ts > self.read.get(tp, -1):
@@ -48,6 +52,7 @@ class InputClock:
         """Partitions revoked: they no longer hold the clock (their backlog is another worker's)."""
         for tp in tps:
             self.read.pop(tp, None)
+            self.paused.discard(tp)
 
     def update(self, watermark_ms: int, applied: Mapping[str, int]) -> int | None:
         """The clock for ``watermark_ms`` (the latest event time read on any partition): None, or the
@@ -78,7 +83,34 @@ class InputClock:
         hold = getattr(joiner, "hold", None)
         if hold is not None:
             hold(clock)
+        self.pace()
         return None if clock is None else self.deadline_watermark(watermark_ms)
+
+    def ahead(self) -> set[str]:
+        """The partitions read more than ``ahead_ms`` past the clock (none without a clock)."""
+        if self.clock is None:
+            return set()
+        limit = self.clock + self.ahead_ms
+        return {tp for tp, ts in self.read.items() if ts > limit}
+
+    def pace(self) -> None:
+        """Pause the partitions read too far past the clock and resume those it has come near (all of them
+        once it is None). Without it a backlog's fast partitions are read to their end while the slow ones
+        hold the clock: every declaration read meanwhile is held in memory, and state that folds what it
+        reads (a truck's track, the commodity medians) sees records far after the declarations it decides.
+        The slowest partition behind is never paused: the clock is its time plus the slack."""
+        if self.pacer is None or self.ahead_ms <= 0:
+            return
+        ahead = self.ahead()
+        stop, go = ahead - self.paused, self.paused - ahead
+        if not stop and not go:
+            return
+        try:
+            self.pacer(stop, go)
+        except Exception:  # the consumer between generations: the next batch or tick tries again
+            log.warning("pausing or resuming input partitions failed", exc_info=True)
+            return
+        self.paused = ahead
 
     def release(self, engine: Any) -> list[Any]:
         """The held declarations the clock has passed, decided in the batch (their shared state was read

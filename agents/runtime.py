@@ -403,6 +403,7 @@ class Runtime:
                 behind_s = 0.0 if held is None else (self.watermark_ms - held) / 1000
                 self.metrics.input_clock_behind.set(behind_s)
                 self.metrics.input_clock_partitions.set(self.input_clock.behind)
+                self.metrics.input_paused.set(len(self.input_clock.paused))
                 wm = wm if held is None else held
             if wm <= 0:
                 return

@@ -27,7 +27,7 @@ from features.combination import combination_facts
 from features.config import DAY, HOUR, MIN, FeatureConfig
 from features.enterprise import Enterprise, Member
 from features.history import History, Result
-from features.join import Conv, Join
+from features.join import Conv, Join, end_trip
 from features.schema import declaration_facts
 from features.track import LATE, TrackStats
 from features.valuation import Valuation, Value
@@ -77,6 +77,7 @@ class FeatureEngine:
             self.watermark = ts
         if topic == "tracks":
             st = self.join.conv(ev["conveyance_id"], ts)
+            end_trip(st, ts)
             if (
                 self.tracks.fold(st.track, ts, float(ev["lat"]), float(ev["lon"]), float(ev["speed_kmh"]))
                 == LATE
@@ -114,6 +115,8 @@ class FeatureEngine:
                 elif ts > st.seen:  # the key written last: conv() would only move its time on
                     st.seen = ts
                     convs.rewrite(k, ts)
+                if st.gate_outs:
+                    end_trip(st, ts)
                 if fold(st.track, ts, float(ev["lat"]), float(ev["lon"]), float(ev["speed_kmh"])) == LATE:
                     late.append(("tracks", ev))
             except Exception as exc:  # handed back: the agent dead-letters the point
@@ -160,8 +163,9 @@ class FeatureEngine:
     def _ready(self, d: dict[str, Any], st: Conv, topic: str, ts: int) -> Ready:
         facts = declaration_facts(d)
         missing: list[str] = []
-        self.join.facts(d, st, facts, missing)
-        if not self.tracks.facts(st.track, d["ts_ms"], facts) and d["mode"] == "road":
+        at = self.join.facts(d, st, facts, missing)
+        track = self.join.track(st, d["ts_ms"], at)
+        if (track is None or not self.tracks.facts(track, d["ts_ms"], facts)) and d["mode"] == "road":
             missing.append("track")
         self.valuation.facts(d, facts)
         self.enterprise.facts(d, facts)

@@ -111,6 +111,15 @@ def _keep(history: list[Any], item: Any, ts: int) -> None:
         del history[0]
 
 
+def end_trip(st: Conv, ts: int) -> None:
+    """Before a GPS point at ``ts`` is folded in: a gate-out between the track's latest fix and the point
+    ended the trip, and the point starts a new one. In event time, so a gate-out read before the trip's last
+    points (a backlog, its logistics partition read ahead) does not cut the trip short."""
+    fix, outs = st.track.fix, st.gate_outs
+    if fix is not None and outs and outs[-1] > fix[2] and any(fix[2] < end <= ts for end in outs):
+        st.track.fix = None
+
+
 def _ts(item: Reading | int) -> int:
     return item if isinstance(item, int) else item[1]
 
@@ -158,7 +167,6 @@ class Join:
             _keep(st.gate_outs, ts, ts)
             if ev.get("direction") == "out" or ev.get("ic_card"):
                 st.sd_open = max(0, st.sd_open - 1)
-            st.track.fix = None  # the trip is over: the next GPS point starts a new track
         elif kind == "manifest" and ev.get("manifest_gross_kg") is not None:
             _keep(st.manifests, (float(ev["manifest_gross_kg"]), ts), ts)
         return st, False
@@ -288,9 +296,9 @@ class Join:
         self.convs.expire(watermark_ms, _has_pending)
         return out
 
-    def facts(self, d: dict[str, Any], st: Conv, facts: dict[str, Any], missing: list[str]) -> None:
+    def facts(self, d: dict[str, Any], st: Conv, facts: dict[str, Any], missing: list[str]) -> int:
         """Weighbridge, gate-in, manifest and self-drive facts of declaration ``d``; parts not found go to
-        ``missing``."""
+        ``missing``. Returns the event time it is decided at, as live (for its track: ``track``)."""
         dts, mode = d["ts_ms"], d["mode"]
         gross = float(d["gross_kg"])
         waits = mode in ("road", "rail")
@@ -322,6 +330,19 @@ class Join:
             )
         elif mode == "road":
             missing.append("manifest")
+        return at
+
+    def track(self, st: Conv, ts: int, at: int) -> Track | None:
+        """The conveyance's track if it is the trip of a declaration at ``ts`` decided at ``at``: no gate-out
+        between its latest fix and the declaration (a later trip's, its points read ahead in a backlog), nor
+        between the fix and ``at`` (live, the trip was over when it was decided)."""
+        fix = st.track.fix
+        if fix is None:
+            return None
+        end = max(fix[2], at)
+        if any(fix[2] < g <= end for g in st.gate_outs) or not self.joined(fix[2], ts, st.gate_outs):
+            return None
+        return st.track
 
     def self_drive_facts(self, d: dict[str, Any], st: Conv, facts: dict[str, Any]) -> None:
         if d["mode"] == "self_drive":

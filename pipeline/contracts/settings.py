@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # (agents/inputclock.py)
     align_inputs: bool = True
     align_slack_ms: int = 60_000
+    # a partition read this far past the input clock is paused until the clock comes near: it bounds the
+    # declarations held and what the join reads ahead (0: never pause)
+    align_ahead_ms: int = 10 * 60_000
     topic_retention_ms: int = 30 * 60 * 1000  # bounds tansu's in-memory log in long runs
     app_id: str = "bukong"
     web_host: str = "127.0.0.1"

@@ -50,6 +50,8 @@ class Metrics(NamedTuple):
     partition_stuck: Gauge
     input_clock_behind: Gauge
     input_clock_partitions: Gauge
+    input_paused: Gauge
+    input_pauses: Counter
     fetch_wait_seconds: Gauge
     stage_seconds: Histogram
     stage_event_seconds: Histogram
@@ -177,6 +179,17 @@ def _shared(r: CollectorRegistry) -> dict[str, Any]:
         input_clock_partitions=Gauge(
             "bukong_input_clock_partitions_behind",
             "Input partitions with records left to read, not reported stuck (they hold the input clock)",
+            registry=r,
+        ),
+        input_paused=Gauge(
+            "bukong_input_partitions_paused",
+            "Input partitions paused for being read more than BUKONG_ALIGN_AHEAD_MS past the input clock "
+            "(resumed when it comes near)",
+            registry=r,
+        ),
+        input_pauses=Counter(
+            "bukong_input_partition_pauses",
+            "Times an input partition was paused for being read too far past the input clock",
             registry=r,
         ),
     )

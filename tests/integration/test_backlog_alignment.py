@@ -6,7 +6,8 @@ records, so the tracks partitions take many fetches), then their weighbridge rea
 worker reads the declarations and readings in its first fetches, long before it has read the points that
 came before them. Without the input clock (``BUKONG_ALIGN_INPUTS=false``, as before) every declaration was
 decided at once, its track still unread: "track" in its missing parts. With it, each waits until the tracks
-partitions have been read up to it.
+partitions have been read up to it. Meanwhile the declarations and logistics partitions, read hours ahead of
+the tracks, are paused (``BUKONG_ALIGN_AHEAD_MS``) and resumed once the tracks come near.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ import orjson
 import pytest
 
 from pipeline.contracts import events as c
-from tests.conftest import PARTITIONS, Stack, declaration, now_ms, start_worker, stop_worker, weighbridge
+from tests.conftest import (
+    PARTITIONS,
+    Stack,
+    declaration,
+    now_ms,
+    scrape_metrics,
+    start_worker,
+    stop_worker,
+    weighbridge,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +65,7 @@ def _backlog(st: Stack, uid: str) -> None:
 def test_a_worker_on_a_backlog_decides_with_the_track_read_after_the_declaration(
     tmp_path: Path, uid: str
 ) -> None:
-    from pipeline.io.embedded import servers
+    from pipeline.io.embedded import free_port, servers
     from pipeline.io.harness import wait_workers_ready
     from pipeline.io.topics import create_topics
 
@@ -63,13 +73,15 @@ def test_a_worker_on_a_backlog_decides_with_the_track_read_after_the_declaration
         create_topics(srv.kafka, PARTITIONS, 600_000)
         st = Stack(srv)
         _backlog(st, uid)
-        proc = start_worker(srv, tmp_path)
+        port = free_port()
+        proc = start_worker(srv, tmp_path, metrics_port=port)
         try:
             wait_workers_ready(srv.redis_url, 1, len(c.INPUT_TOPICS), PARTITIONS, timeout_s=90)
             cmds = st.read(
                 c.DISPATCH_COMMANDS, want=TRUCKS, timeout_s=90, where=lambda x: f"-{uid}-T" in x["decl_id"]
             )
             assert proc.poll() is None, "the worker is still running"
+            metrics = _settled(port)
         finally:
             stop_worker(proc)
             if st._producer is not None:
@@ -80,3 +92,19 @@ def test_a_worker_on_a_backlog_decides_with_the_track_read_after_the_declaration
     # read up to the declaration, less the clock's slack (60 s: the last few points, one every ~15 s)
     points = [x["facts"]["track_points"] for x in cmds]
     assert all(p >= POINTS - 6 for p in points), points
+    # the partitions read hours ahead were paused, and every one was resumed once the tracks caught up
+    assert metrics[("bukong_input_partition_pauses_total", ())] >= 1
+    assert metrics[("bukong_input_partitions_paused", ())] == 0
+
+
+def _settled(port: int, timeout_s: float = 10.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The worker's metrics once no partition is paused (the gauge is set by its 1 s timer), or at the
+    timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metrics = scrape_metrics(port)
+        if metrics.get(("bukong_input_partitions_paused", ()), 1) == 0 or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.5)

@@ -186,6 +186,27 @@ def test_a_held_declaration_meets_its_own_trip_though_the_next_trips_were_read_f
     assert ready.facts["weigh_gross_kg"] == 31_000.0
 
 
+def test_a_gate_out_ends_the_trip_in_event_time_not_when_it_is_read() -> None:
+    """Read ahead in a backlog, the gate-out comes before the trip's last GPS points: they still belong to
+    the trip, the declaration decided before the gate-out has its track, and a point after the gate-out
+    starts the next trip."""
+    e = FeatureEngine(cfg())
+    e.hold(T0 - HOUR)
+    run([("logistics", logi("weighbridge", T0 - 5 * MIN, measured_gross_kg=30_000.0))], e)
+    points = [("tracks", point(T0 - 20 * MIN + i * MIN, 42.6 - 0.01 * i, 106.85)) for i in range(20)]
+    run([*points[:10], ("declarations", decl(1, T0))], e)  # held behind the clock
+    run([("logistics", logi("gate_out", T0 + HOUR)), *points[10:]], e)  # the gate-out read before the rest
+    e.hold(None)
+    (ready,) = e.release()
+    assert ready.facts["track_points"] == 20 and "track" not in ready.missing
+    run([("tracks", point(T0 + 2 * HOUR, 43.0, 106.85))], e)  # after the gate-out: the next trip
+    run([("logistics", logi("weighbridge", T0 + 2 * HOUR, measured_gross_kg=30_000.0))], e)
+    (nxt,) = run([("declarations", decl(2, T0 + 2 * HOUR + MIN))], e)
+    assert nxt.facts["track_points"] == 1
+    (late,) = run([("declarations", decl(3, T0 + 30 * MIN))], e)  # a declaration of the first trip, late:
+    assert "track" in late.missing  # the track is the next trip's, not its own
+
+
 def test_a_reading_after_the_deadline_is_not_joined_as_live() -> None:
     """Live, a declaration is decided without its reading once its deadline passed; read ahead in a backlog,
     a later reading must not join it either (the decision would differ from the live one)."""
