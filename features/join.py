@@ -251,7 +251,10 @@ class Join:
         if abs(at - ts) > self.cfg.join_window_ms:
             return False
         lo, hi = (at, ts) if at < ts else (ts, at)
-        return not any(lo < end <= hi for end in trip_ends)
+        for end in trip_ends:  # a loop, not any(): this runs a few times per declaration
+            if lo < end <= hi:
+                return False
+        return True
 
     def weigh(self, st: Conv, ts: int, waits: bool = True) -> Reading | None:
         """The weighbridge reading of a declaration at ``ts``, as live: the latest one of its trip at or
@@ -339,10 +342,10 @@ class Join:
         fix = st.track.fix
         if fix is None:
             return None
-        end = max(fix[2], at)
-        if any(fix[2] < g <= end for g in st.gate_outs) or not self.joined(fix[2], ts, st.gate_outs):
+        outs = st.gate_outs
+        if outs and outs[-1] > fix[2] and any(fix[2] < g <= at for g in outs):
             return None
-        return st.track
+        return st.track if self.joined(fix[2], ts, outs) else None
 
     def self_drive_facts(self, d: dict[str, Any], st: Conv, facts: dict[str, Any]) -> None:
         if d["mode"] == "self_drive":
