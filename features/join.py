@@ -47,6 +47,12 @@ class Conv:
             "sd_in": self.sd_in,
             "sd_open": self.sd_open,
             "gate_outs": self.gate_outs,
+            # the latest of each, as written before the histories: a worker of the previous version taking
+            # over the partition in a rolling upgrade reads these
+            "weigh": self.weighs[-1] if self.weighs else None,
+            "gate_in": self.gate_ins[-1] if self.gate_ins else None,
+            "manifest": self.manifests[-1] if self.manifests else None,
+            "gate_out": self.gate_outs[-1] if self.gate_outs else None,
         }
 
     @classmethod

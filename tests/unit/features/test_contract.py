@@ -147,6 +147,8 @@ def test_conveyance_snapshot_is_a_dict_and_reads_the_formats_written_before() ->
     snap = c.to_dict()
     assert snap["track"]["points"] == 7 and snap["weighs"] == [(30_000.0, T0)]
     assert Conv.from_dict(orjson.loads(orjson.dumps(snap))) == c
+    # the latest reading of each kind too, for a worker of the previous version in a rolling upgrade
+    assert snap["weigh"] == (30_000.0, T0) and snap["gate_out"] == T0 - 1 and snap["gate_in"] is None
     # a dict with the latest reading of each kind only (before the histories), then a positional list
     latest = {k: v for k, v in orjson.loads(orjson.dumps(snap)).items() if k not in ("weighs", "gate_outs")}
     latest |= {"weigh": [30_000.0, T0], "gate_in": None, "manifest": None, "gate_out": T0 - 1}
