@@ -257,7 +257,7 @@ class Join:
         if abs(at - ts) > self.cfg.join_window_ms:
             return False
         lo, hi = (at, ts) if at < ts else (ts, at)
-        for end in trip_ends:  # a loop, not any(): this runs a few times per declaration
+        for end in trip_ends:  # noqa: SIM110 (a loop, not all(): it runs a few times per declaration)
             if lo < end <= hi:
                 return False
         return True
