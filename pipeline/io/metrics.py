@@ -56,6 +56,7 @@ class Metrics(NamedTuple):
     stage_seconds: Histogram
     stage_event_seconds: Histogram
     worker_latency_seconds: Histogram
+    loop_lag_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -264,6 +265,13 @@ def _ops(r: CollectorRegistry) -> dict[str, Any]:
             "bukong_worker_latency_seconds",
             "Worker-internal latency of a dispatch command: input batch fetched -> command acknowledged "
             "by the broker",
+            buckets=INTERNAL_BUCKETS,
+            registry=r,
+        ),
+        loop_lag_seconds=Histogram(
+            "bukong_event_loop_lag_seconds",
+            "How late the worker's event loop woke from a 100 ms sleep: the time something held the loop "
+            "(a long batch, a timer, a garbage collection), which every batch waiting then waits too",
             buckets=INTERNAL_BUCKETS,
             registry=r,
         ),

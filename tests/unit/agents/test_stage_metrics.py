@@ -77,3 +77,17 @@ def test_stage_histograms_are_exported_and_count_the_events_that_flowed(
     # the overweight truck's command: fetched -> acknowledged, counted once per command
     assert seen[("bukong_worker_latency_seconds_count", ())] >= 1
     assert seen[("bukong_worker_latency_seconds_sum", ())] > 0
+
+
+def test_the_event_loop_lag_is_sampled_ten_times_a_second(worker: tuple[Stack, int]) -> None:
+    """``bukong_event_loop_lag_seconds``: how late the loop woke from a 100 ms sleep, on the worker's own
+    loop (what held it shows there and in no stage)."""
+    _, port = worker
+    first = scrape_metrics(port).get(("bukong_event_loop_lag_seconds_count", ()), 0.0)
+    time.sleep(1.5)
+    after = scrape_metrics(port)
+    assert after[("bukong_event_loop_lag_seconds_count", ())] - first >= 5  # ~15 in 1.5 s, on a loaded box
+    mean = (
+        after[("bukong_event_loop_lag_seconds_sum", ())] / after[("bukong_event_loop_lag_seconds_count", ())]
+    )
+    assert 0 <= mean < 0.1  # an idle worker's loop is not held for a whole sleep at a time
