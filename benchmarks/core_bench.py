@@ -50,7 +50,7 @@ from features.schema import declaration_facts  # noqa: E402
 from pipeline.apps.sim.scenario import load_scenario  # noqa: E402
 from pipeline.apps.sim.world import Simulator  # noqa: E402
 from pipeline.contracts import sites  # noqa: E402
-from pipeline.core.engine import REPLAY_TICK_MS, Engine  # noqa: E402
+from pipeline.core.engine import Engine, ticked  # noqa: E402
 from pipeline.io.codec import decode_event  # noqa: E402
 
 CROSSINGS = tuple(sites.CROSSINGS.values())
@@ -127,15 +127,17 @@ def engine(joiner: Any) -> Engine:
 def run(name: str, eng: Engine, records: list[tuple[str, bytes]], now_ms: int) -> dict[str, Any]:
     gc.collect()
     decisions = 0
-    last = ticked = 0
+    last = 0
     t0 = time.perf_counter()
-    for topic, raw in tqdm(records, desc=name, file=sys.stderr, mininterval=1.0, leave=False):
-        ev = decode_event(topic, raw, now_ms)
+    decoded = (
+        (topic, decode_event(topic, raw, now_ms))
+        for topic, raw in tqdm(records, desc=name, file=sys.stderr, mininterval=1.0, leave=False)
+    )
+    for topic, ev, tick in ticked(decoded):  # deadlines, as a worker's timer fires them
         decisions += len(eng.process(topic, ev))
         last = max(last, ev["ts_ms"])
-        if last - ticked >= REPLAY_TICK_MS:  # deadlines, as a worker's timer fires them
-            ticked = last
-            decisions += len(eng.advance(last))
+        if tick is not None:
+            decisions += len(eng.advance(tick))
     decisions += len(eng.advance(last + DAY))  # the declarations still waiting at the end
     dt = time.perf_counter() - t0
     return {

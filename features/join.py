@@ -121,9 +121,14 @@ def end_trip(st: Conv, ts: int) -> None:
     """Before a GPS point at ``ts`` is folded in: a gate-out between the track's latest fix and the point
     ended the trip, and the point starts a new one. In event time, so a gate-out read before the trip's last
     points (a backlog, its logistics partition read ahead) does not cut the trip short."""
-    fix, outs = st.track.fix, st.gate_outs
-    if fix is not None and outs and outs[-1] > fix[2] and any(fix[2] < end <= ts for end in outs):
+    fix = st.track.fix
+    if fix is not None and _gate_out_between(st.gate_outs, fix[2], ts):
         st.track.fix = None
+
+
+def _gate_out_between(outs: list[int], since: int, until: int) -> bool:
+    """A gate-out in (since, until] (``outs`` in event-time order: the latest is checked first)."""
+    return bool(outs) and outs[-1] > since and any(since < end <= until for end in outs)
 
 
 def _ts(item: Reading | int) -> int:
@@ -348,10 +353,9 @@ class Join:
         fix = st.track.fix
         if fix is None:
             return None
-        outs = st.gate_outs
-        if outs and outs[-1] > fix[2] and any(fix[2] < g <= at for g in outs):
+        if _gate_out_between(st.gate_outs, fix[2], at):
             return None
-        return st.track if self.joined(fix[2], ts, outs) else None
+        return st.track if self.joined(fix[2], ts, st.gate_outs) else None
 
     def self_drive_facts(self, d: dict[str, Any], st: Conv, facts: dict[str, Any]) -> None:
         if d["mode"] == "self_drive":

@@ -18,7 +18,7 @@ import orjson
 from tqdm import tqdm
 
 from pipeline.core.assemble import build_joiner
-from pipeline.core.engine import REPLAY_TICK_MS
+from pipeline.core.engine import ticked
 from rules.engine import CompiledPack
 from rules.pack import PackError, load_pack
 
@@ -76,13 +76,12 @@ def replay_facts(
     (plus ``ts_ms``, the declaration's event time)."""
 
     joiner = build_joiner(watchlists=watchlists)
-    last = ticked = 0
-    for topic, ev in events:
+    last = 0
+    for topic, ev, tick in ticked(events):  # deadlines fire when they did live
         last = max(last, int(ev.get("ts_ms") or 0))
         ready = joiner.on_event(topic, ev)
-        if last - ticked >= REPLAY_TICK_MS:  # deadlines fire when they did live (pipeline/core/engine.py)
-            ticked = last
-            ready += joiner.advance(last)
+        if tick is not None:
+            ready += joiner.advance(tick)
         for r in ready:
             yield {**r.facts, "ts_ms": r.decl["ts_ms"]}
     for r in joiner.advance(last + DAY):
