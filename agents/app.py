@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from agents import faust_tuning, watchlists
 from agents.changelog import RedisChangelog
+from agents.collector import Collector
 from agents.fastpath import BatchConsumer, BatchTransport, OffsetCommitter
 from agents.flowwatch import FlowWatch, input_highwaters
 from agents.globalstate import SharedFacts
@@ -193,8 +195,13 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
 
     @app.task
     async def watch_loop() -> None:
-        """The event loop's lag (``bukong_event_loop_lag_seconds``): where a tail latency comes from."""
-        await _watch_loop(metrics)
+        """The event loop's lag and the collector's pauses: where a tail latency comes from."""
+        collector = Collector(metrics, settings.gc_full_every_s)
+        collector.start()
+        try:
+            await _watch_loop(metrics, collector.tick)
+        finally:
+            collector.stop()
 
     if metrics_port:
 
@@ -244,14 +251,15 @@ def _install_batch_path(w: _Worker) -> None:
     app.topics.add(app.topic(*c.INPUT_TOPICS, value_serializer="raw", key_serializer="raw"))
 
 
-async def _watch_loop(metrics: Metrics, every_s: float = 0.1) -> None:
+async def _watch_loop(metrics: Metrics, tick: Callable[[], None], every_s: float = 0.1) -> None:
     """Sleep ``every_s`` in a loop and record how much later than asked the loop woke: time held by a batch,
-    a timer or the collector shows here, not in any stage's timing."""
+    a timer or the collector shows here, not in any stage's timing. Each wake-up ticks the collector."""
     clock = time.perf_counter
     while True:
         t0 = clock()
         await asyncio.sleep(every_s)
         metrics.loop_lag_seconds.observe(max(0.0, clock() - t0 - every_s))
+        tick()
 
 
 def _install_feedback(w: _Worker) -> None:

@@ -78,8 +78,8 @@ __all__ = [  # the delivery primitives, re-exported for the app and the tests
 ]
 log = logging.getLogger("bukong.worker")
 T = TypeVar("T")
-# the worker's garbage collector (run_worker): the join state is many small long-lived objects, and full
-# collections of them stall the loop for 100s of ms; the young generation is collected often, the old rarely
+# the collector's thresholds in the worker (run_worker): the join state is many small long-lived objects, and
+# full collections of them stall the loop for 100s of ms (agents/collector.py freezes them besides)
 GC_THRESHOLDS = (50_000, 50, 1000)
 
 

@@ -18,8 +18,9 @@ production engine, the changelog and the shared state on an embedded valkey, fed
 benchmark's input) in batches grouped by topic-partition as the consumer delivers them, the producer stubbed
 (every record acknowledged at once): no broker, no Faust, no other process but Redis. It prints CPU and wall
 microseconds per record and the per-stage timings (the worker's own ``bukong_stage_seconds``), with the
-worker's GC thresholds (``GC_THRESHOLDS``; ``--python-gc`` for Python's default, as the figures before
-2026-12-01 were: its full collections also walked the 120,000 records generated up front). Compare two trees
+worker's garbage collector (``GC_THRESHOLDS``, and agents/collector.py freezing what is alive after every
+batch since 2026-12-01; ``--python-gc`` for Python's default, as the figures before 2026-12-01 were: its
+full collections also walked the 120,000 records generated up front). Compare two trees
 by alternating runs, CPU per record first (the machine is shared):
 
     .venv/bin/python benchmarks/core_bench.py --worker --records 100000 --batch 2000
@@ -184,6 +185,7 @@ async def _worker_run(
     from prometheus_client import CollectorRegistry
 
     from agents.changelog import RedisChangelog
+    from agents.collector import Collector
     from agents.globalstate import SharedFacts
     from agents.redisclient import redis_client
     from agents.runtime import GC_THRESHOLDS, Runtime
@@ -217,9 +219,14 @@ async def _worker_run(
         rt = Runtime(engine=eng, redis=r, send=send, metrics=metrics, dispatch_partitions=partitions)
         rt.changelog = RedisChangelog(r, partitions, namespace="bench")
         rt.changelog.shared = SharedFacts(r, eng.joiner, namespace="bench")
+        # the worker's collector (agents/collector.py): it freezes what is alive each tick, ten times a second
+        # there, after every batch here
+        collector = Collector(metrics, 0 if python_gc else Settings().gc_full_every_s)
+        collector.start()
         k = max(1, warm // batch)
         for b in batches[:k]:
             await rt.process(b, time.monotonic())
+            collector.tick()
 
         def spent() -> dict[str, float]:
             return {st: metrics.stage_seconds.labels(st)._sum.get() for st in STAGES}
@@ -227,7 +234,9 @@ async def _worker_run(
         s0, c0, w0 = spent(), time.process_time(), time.perf_counter()
         for b in batches[k:]:
             await rt.process(b, time.monotonic())
+            collector.tick()
         c1, w1, s1 = time.process_time(), time.perf_counter(), spent()
+        collector.stop()
     finally:
         await r.aclose()
         server.stop()

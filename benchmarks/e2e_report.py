@@ -76,6 +76,9 @@ def stage_figures(before: Samples, after: Samples) -> dict[str, Any]:
     p50 = hist_quantile(before, after, "bukong_worker_latency_seconds", 0.50)
     p99 = hist_quantile(before, after, "bukong_worker_latency_seconds", 0.99)
     lag = hist_quantile(before, after, "bukong_event_loop_lag_seconds", 0.99)
+    gens = [(("generation", str(g)),) for g in range(3)]
+    gc_n = [delta("bukong_gc_pause_seconds_count", g) for g in gens]
+    gc_s = [delta("bukong_gc_pause_seconds_sum", g) for g in gens]
     return {
         "events": int(events),
         "us_per_event": us,
@@ -88,6 +91,9 @@ def stage_figures(before: Samples, after: Samples) -> dict[str, Any]:
         "internal_p99_ms": round(p99 * 1000, 2) if p99 is not None else None,
         # how late the worker's loop woke from a 100 ms sleep (99th percentile): time held by one task
         "loop_lag_p99_ms": round(lag * 1000, 2) if lag is not None else None,
+        # the garbage collector's pauses: per input record, and the mean pause of each generation
+        "gc_us_per_event": round(sum(gc_s) / events * 1e6, 2) if events else None,
+        "gc_mean_ms": [round(s / n * 1000, 2) if n else None for s, n in zip(gc_s, gc_n, strict=True)],
     }
 
 
@@ -106,7 +112,8 @@ def _combine_stages(stages: list[dict[str, Any] | None]) -> dict[str, Any] | Non
     got = [s for s in stages if s]
     if not got:
         return None
-    out = {k: _median([s.get(k) for s in got]) for k in got[0] if k != "us_per_event"}
+    out = {k: _median([s.get(k) for s in got]) for k in got[0] if k not in ("us_per_event", "gc_mean_ms")}
+    out["gc_mean_ms"] = [_median([(s.get("gc_mean_ms") or [None] * 3)[g] for s in got]) for g in range(3)]
     out["us_per_event"] = {st: _median([s["us_per_event"].get(st) for s in got]) for st in STAGES}
     out["internal_p99_ms_runs"] = [s.get("internal_p99_ms") for s in got]
     return out
@@ -274,8 +281,8 @@ def stage_table(results: dict[str, Any]) -> str:
     head = " | ".join(STAGES)
     lines = [
         f"| pipeline | load | {head} | total us/event | records/batch | shared keys held % | internal p50 ms "
-        "| internal p99 ms | loop lag p99 ms |",
-        "|---" * (len(STAGES) + 8) + "|",
+        "| internal p99 ms | loop lag p99 ms | gc us/event | gc mean ms (gen 0 / 1 / 2) |",
+        "|---" * (len(STAGES) + 10) + "|",
     ]
     for name, r in results.items():
         if not name.startswith("bukong"):
@@ -290,9 +297,14 @@ def stage_table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {load} | {us} | {st.get('us_per_event_total')} | {st.get('records_per_batch')} "
                 f"| {st.get('shared_held_pct')} | {st.get('internal_p50_ms')} "
-                f"| {st.get('internal_p99_ms')} | {st.get('loop_lag_p99_ms')} |"
+                f"| {st.get('internal_p99_ms')} | {st.get('loop_lag_p99_ms')} "
+                f"| {st.get('gc_us_per_event')} | {_gc_means(st.get('gc_mean_ms'))} |"
             )
     return "\n".join(lines)
+
+
+def _gc_means(means: list[Any] | None) -> str:
+    return " / ".join("–" if m is None else str(m) for m in means) if means else "–"
 
 
 def _sp(spread: list[Any] | None) -> str:

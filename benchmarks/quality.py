@@ -341,6 +341,7 @@ POLICIES = (
     "graded-explore",
     "graded-explore-hits",
     "graded-explore-near",
+    "graded-red0",
 )
 EXPLORE_SHARE = 0.1  # the exploration variants' share of inspections (taken from the ranked share)
 
@@ -353,7 +354,8 @@ def _policy(name: str) -> PolicyConfig:
     held to the daily budget + 0.5 point instead of 1), or
     ``graded-value[-sqrt|-log]`` (graded, the ranked selection by risk x m(value); ratio by default), or
     ``graded-explore[-hits|-near]`` (graded, ``EXPLORE_SHARE`` of inspections drawn where the model is
-    uncertain: 4s(1-s) of the score, among the rule hits below the threshold, or just below the threshold)."""
+    uncertain: 4s(1-s) of the score, among the rule hits below the threshold, or just below the threshold),
+    or ``graded-red0`` (graded, every model pick a physical inspection: ``red_risk`` 0)."""
     from pipeline.core.policy import first_design, graded_policy
 
     if name == "today":
@@ -364,6 +366,8 @@ def _policy(name: str) -> PolicyConfig:
         return graded_policy(hard_cap_points=0.5)
     if name == "graded-unpaced":
         return graded_policy(pace_slack=None)
+    if name == "graded-red0":
+        return graded_policy(red_risk=0.0)
     if name == "graded-random-nohits":
         return graded_policy(random_over_hits=False)
     if name.startswith("graded-explore"):

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # a partition read this far past the input clock is paused until the clock comes near: it bounds the
     # declarations held and what the join reads ahead (0: never pause)
     align_ahead_ms: int = 10 * 60_000
+    # the worker freezes what is alive ten times a second, so automatic collections never walk the join
+    # state, and collects everything once per this many seconds (agents/collector.py; 0: Python's own
+    # collector, with the worker's thresholds)
+    gc_full_every_s: float = 3600.0
     topic_retention_ms: int = 30 * 60 * 1000  # bounds tansu's in-memory log in long runs
     app_id: str = "bukong"
     web_host: str = "127.0.0.1"

@@ -57,11 +57,14 @@ class Metrics(NamedTuple):
     stage_event_seconds: Histogram
     worker_latency_seconds: Histogram
     loop_lag_seconds: Histogram
+    gc_pause_seconds: Histogram
+    gc_frozen: Gauge
+    gc_full_freed: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
         r = registry
-        return cls(**_flow(r), **_rules(r), **_state(r), **_ops(r), **_shared(r))
+        return cls(**_flow(r), **_rules(r), **_state(r), **_ops(r), **_timings(r), **_shared(r))
 
 
 def _flow(r: CollectorRegistry) -> dict[str, Any]:
@@ -197,7 +200,7 @@ def _shared(r: CollectorRegistry) -> dict[str, Any]:
 
 
 def _ops(r: CollectorRegistry) -> dict[str, Any]:
-    """Dependencies, stuck partitions and the per-stage timings."""
+    """Dependencies and stuck partitions."""
     return dict(
         dependency_retries=Counter(
             "bukong_dependency_retries",
@@ -246,6 +249,12 @@ def _ops(r: CollectorRegistry) -> dict[str, Any]:
             "The consumer's current fetch wait (raised when lagging partitions return nothing)",
             registry=r,
         ),
+    )
+
+
+def _timings(r: CollectorRegistry) -> dict[str, Any]:
+    """Where a worker's time goes: per stage, fetched to acknowledged, the loop's lag, the collector."""
+    return dict(
         stage_seconds=Histogram(
             "bukong_stage_seconds",
             "Seconds one input batch spent in a stage (decode, join, rules, model, policy, dispatch, "
@@ -273,6 +282,25 @@ def _ops(r: CollectorRegistry) -> dict[str, Any]:
             "How late the worker's event loop woke from a 100 ms sleep: the time something held the loop "
             "(a long batch, a timer, a garbage collection), which every batch waiting then waits too",
             buckets=INTERNAL_BUCKETS,
+            registry=r,
+        ),
+        gc_pause_seconds=Histogram(
+            "bukong_gc_pause_seconds",
+            "Seconds the worker's garbage collector held the loop, per collection, by generation (0 young, "
+            "2 full): the part of the loop's lag no stage shows",
+            ["generation"],
+            buckets=(0.0001, 0.00025, *INTERNAL_BUCKETS),
+            registry=r,
+        ),
+        gc_frozen=Gauge(
+            "bukong_gc_frozen_objects",
+            "Objects the collector leaves out of automatic collections (frozen, agents/collector.py)",
+            registry=r,
+        ),
+        gc_full_freed=Counter(
+            "bukong_gc_full_freed_objects",
+            "Unreachable objects freed by the worker's periodic full collections (cycles that became garbage "
+            "after being frozen: a steady rise is a leak the full collection bounds)",
             registry=r,
         ),
     )

@@ -91,3 +91,78 @@ def test_the_event_loop_lag_is_sampled_ten_times_a_second(worker: tuple[Stack, i
         after[("bukong_event_loop_lag_seconds_sum", ())] / after[("bukong_event_loop_lag_seconds_count", ())]
     )
     assert 0 <= mean < 0.1  # an idle worker's loop is not held for a whole sleep at a time
+    # the collector's pauses are exported by generation from the start, collected or not yet
+    for gen in "012":
+        assert ("bukong_gc_pause_seconds_count", (("generation", gen),)) in after
+
+
+def test_each_garbage_collection_is_timed_under_its_generation() -> None:
+    """The collector's callback times the collections the process runs, young and full, until stopped."""
+    import gc
+
+    from prometheus_client import CollectorRegistry
+
+    from agents.collector import Collector
+    from pipeline.io.metrics import Metrics
+
+    registry = CollectorRegistry()
+    collector = Collector(Metrics.create(registry), full_every_s=0)  # Python's own collector: no freezing
+
+    def count(gen: int) -> float:
+        return registry.get_sample_value("bukong_gc_pause_seconds_count", {"generation": str(gen)}) or 0.0
+
+    collector.start()
+    collector.start()  # once only
+    try:
+        gc.collect(0)
+        gc.collect(2)
+        gc.collect(2)
+    finally:
+        collector.stop()
+    assert count(0) >= 1 and count(2) >= 2
+    assert (registry.get_sample_value("bukong_gc_pause_seconds_sum", {"generation": "2"}) or 0) > 0
+    before = count(2)
+    gc.collect(2)
+    assert count(2) == before and collector not in gc.callbacks
+    assert gc.get_freeze_count() == 0
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def test_frozen_cycles_are_freed_by_the_next_full_collection_and_not_before() -> None:
+    """Ticks freeze what is alive, so a cycle that becomes garbage after a tick waits for the full
+    collection, which comes ``full_every_s`` later (on the collector's clock) and frees it."""
+    import gc
+
+    from prometheus_client import CollectorRegistry
+
+    from agents.collector import Collector
+    from pipeline.io.metrics import Metrics
+
+    now = [0.0]
+    registry = CollectorRegistry()
+    collector = Collector(Metrics.create(registry), full_every_s=60, clock=lambda: now[0])
+    try:
+        collector.start()  # a full collection, then everything start-up built is frozen
+        assert gc.get_freeze_count() > 0
+        nodes = [_Node() for _ in range(2_000)]
+        for a, b in zip(nodes[::2], nodes[1::2], strict=True):
+            a.other, b.other = b, a
+        now[0] = 30.0
+        collector.tick()  # the 1,000 pairs are frozen while alive
+        del nodes, a, b
+        gc.collect()  # an automatic collection does not see them: nothing of them is freed
+        freed = registry.get_sample_value("bukong_gc_full_freed_objects_total") or 0.0
+        now[0] = 59.0
+        collector.tick()
+        assert registry.get_sample_value("bukong_gc_full_freed_objects_total") == freed  # not due yet
+        now[0] = 61.0
+        collector.tick()  # due: everything is collected, the pairs with it
+        assert (registry.get_sample_value("bukong_gc_full_freed_objects_total") or 0.0) - freed >= 2_000
+        assert registry.get_sample_value("bukong_gc_frozen_objects") == gc.get_freeze_count() > 0
+    finally:
+        collector.stop()
+        gc.unfreeze()
