@@ -51,8 +51,11 @@ class Collector:
             self.full()
 
     def stop(self) -> None:
+        """Stop timing; what was frozen goes back to Python's own collector."""
         if self in gc.callbacks:
             gc.callbacks.remove(self)
+        if self.freezing:
+            gc.unfreeze()
 
     def tick(self) -> None:
         if not self.freezing:
