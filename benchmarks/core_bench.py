@@ -51,7 +51,7 @@ from features.schema import declaration_facts  # noqa: E402
 from pipeline.apps.sim.scenario import load_scenario  # noqa: E402
 from pipeline.apps.sim.world import Simulator  # noqa: E402
 from pipeline.contracts import sites  # noqa: E402
-from pipeline.core.engine import Engine, ticked  # noqa: E402
+from pipeline.core.engine import Engine, ReplayClock  # noqa: E402
 from pipeline.io.codec import decode_event  # noqa: E402
 
 CROSSINGS = tuple(sites.CROSSINGS.values())
@@ -128,18 +128,17 @@ def engine(joiner: Any) -> Engine:
 def run(name: str, eng: Engine, records: list[tuple[str, bytes]], now_ms: int) -> dict[str, Any]:
     gc.collect()
     decisions = 0
-    last = 0
     t0 = time.perf_counter()
     decoded = (
         (topic, decode_event(topic, raw, now_ms))
         for topic, raw in tqdm(records, desc=name, file=sys.stderr, mininterval=1.0, leave=False)
     )
-    for topic, ev, tick in ticked(decoded):  # deadlines, as a worker's timer fires them
+    clock = ReplayClock(decoded)
+    for topic, ev, tick in clock:  # deadlines, as a worker's timer fires them
         decisions += len(eng.process(topic, ev))
-        last = max(last, ev["ts_ms"])
         if tick is not None:
             decisions += len(eng.advance(tick))
-    decisions += len(eng.advance(last + DAY))  # the declarations still waiting at the end
+    decisions += len(eng.advance(clock.latest + DAY))  # the declarations still waiting at the end
     dt = time.perf_counter() - t0
     return {
         "events": len(records),
@@ -215,13 +214,14 @@ async def _worker_run(
     r = redis_client(f"redis://127.0.0.1:{server.port}")  # the worker's client
     try:
         metrics = Metrics.create(CollectorRegistry())
-        eng = build_engine(Settings.from_env(), Path(tempfile.mkdtemp()) / "model.ckpt")
+        settings = Settings.from_env()
+        eng = build_engine(settings, Path(tempfile.mkdtemp()) / "model.ckpt")
         rt = Runtime(engine=eng, redis=r, send=send, metrics=metrics, dispatch_partitions=partitions)
         rt.changelog = RedisChangelog(r, partitions, namespace="bench")
         rt.changelog.shared = SharedFacts(r, eng.joiner, namespace="bench")
         # the worker's collector (agents/collector.py): it freezes what is alive each tick, ten times a second
         # there, after every batch here
-        collector = Collector(metrics, 0 if python_gc else Settings().gc_full_every_s)
+        collector = Collector(metrics, 0 if python_gc else settings.gc_full_every_s)
         collector.start()
         k = max(1, warm // batch)
         for b in batches[:k]:

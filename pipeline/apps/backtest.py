@@ -18,7 +18,7 @@ import orjson
 from tqdm import tqdm
 
 from pipeline.core.assemble import build_joiner
-from pipeline.core.engine import ticked
+from pipeline.core.engine import ReplayClock
 from rules.engine import CompiledPack
 from rules.pack import PackError, load_pack
 
@@ -76,15 +76,14 @@ def replay_facts(
     (plus ``ts_ms``, the declaration's event time)."""
 
     joiner = build_joiner(watchlists=watchlists)
-    last = 0
-    for topic, ev, tick in ticked(events):  # deadlines fire when they did live
-        last = max(last, int(ev.get("ts_ms") or 0))
+    clock = ReplayClock(events)
+    for topic, ev, tick in clock:  # deadlines fire when they did live
         ready = joiner.on_event(topic, ev)
         if tick is not None:
             ready += joiner.advance(tick)
         for r in ready:
             yield {**r.facts, "ts_ms": r.decl["ts_ms"]}
-    for r in joiner.advance(last + DAY):
+    for r in joiner.advance(clock.latest + DAY):
         yield {**r.facts, "ts_ms": r.decl["ts_ms"]}
 
 

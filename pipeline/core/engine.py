@@ -336,25 +336,31 @@ REPLAY_TICK_MS = 1_000  # event time between deadline checks in a replay (the wo
 def replay(engine: Engine, events: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Decision]:
     """Run recorded (topic, event) pairs through the core in order, moving event time on every second of it
     as a worker's timer does live (so a deadline fires when it would have), then flush every pending one."""
-    last_ts = 0
-    for topic, ev, tick in ticked(events):
-        last_ts = max(last_ts, ev.get("ts_ms", 0))
+    clock = ReplayClock(events)
+    for topic, ev, tick in clock:
         yield from engine.process(topic, ev)
         if tick is not None:
             yield from engine.advance(tick)
-    yield from engine.advance(last_ts + 10 * engine.deadline_ms)
+    yield from engine.advance(clock.latest + 10 * engine.deadline_ms)
 
 
-def ticked(events: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[tuple[str, dict[str, Any], int | None]]:
-    """Each (topic, event) with the event time to advance deadlines to after it (every ``REPLAY_TICK_MS`` of
-    event time, as a worker's timer), or None: the one clock of every replay, backtest and benchmark."""
-    latest = ticked_at = 0
-    for topic, ev in events:
-        ts = ev.get("ts_ms") or 0
-        if ts > latest:
-            latest = ts
-        if latest - ticked_at >= REPLAY_TICK_MS:
-            ticked_at = latest
-            yield topic, ev, latest
-        else:
-            yield topic, ev, None
+class ReplayClock:
+    """Iterates (topic, event, tick): ``tick`` is the event time to advance deadlines to after the event
+    (every ``REPLAY_TICK_MS`` of event time, as a worker's timer), else None; ``latest`` is the latest event
+    time so far. The one clock of every replay, backtest and benchmark."""
+
+    def __init__(self, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        self.events = events
+        self.latest = 0
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any], int | None]]:
+        ticked_at = 0
+        for topic, ev in self.events:
+            ts = ev.get("ts_ms") or 0
+            if ts > self.latest:
+                self.latest = ts
+            if self.latest - ticked_at >= REPLAY_TICK_MS:
+                ticked_at = self.latest
+                yield topic, ev, self.latest
+            else:
+                yield topic, ev, None
