@@ -193,6 +193,14 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
     _install_timers(w)
     _install_rebalance(w)
 
+    if metrics_port:  # first: its port opens before the collector's start-up collection holds the loop
+
+        @app.task
+        async def serve_metrics() -> None:
+            """GET /metrics and /healthz on the worker's metrics port, in the worker's own loop."""
+            host = "127.0.0.1" if kafka.startswith("127.") else "0.0.0.0"
+            await start_health_server(host, metrics_port, registry, health)
+
     @app.task
     async def watch_loop() -> None:
         """The event loop's lag and the collector's pauses: where a tail latency comes from."""
@@ -202,14 +210,6 @@ def create_app(settings: Settings, kafka: str, redis_url: str, metrics_port: int
             await _watch_loop(metrics, collector.tick)
         finally:
             collector.stop()
-
-    if metrics_port:
-
-        @app.task
-        async def serve_metrics() -> None:
-            """GET /metrics and /healthz on the worker's metrics port, in the worker's own loop."""
-            host = "127.0.0.1" if kafka.startswith("127.") else "0.0.0.0"
-            await start_health_server(host, metrics_port, registry, health)
 
     app.bukong_metrics = metrics  # type: ignore[attr-defined]
     app.bukong_registry = registry  # type: ignore[attr-defined]

@@ -141,6 +141,23 @@ def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     }
 
 
+def wait_metrics(port: int, timeout_s: float = 60.0) -> None:
+    """Until the worker's /metrics answers: it opens in one of the worker's tasks, which may start after the
+    worker has reported its partitions ready."""
+    import time
+    import urllib.error
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            scrape_metrics(port)
+            return
+        except (urllib.error.URLError, ConnectionError) as e:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the worker's /metrics on port {port} did not answer: {e}") from e
+            time.sleep(0.2)
+
+
 def wait_ready(srv: Servers, n_workers: int = 1) -> None:
     from pipeline.io.harness import wait_workers_ready
 
@@ -171,6 +188,7 @@ def stack(embedded: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     st = Stack(embedded, proc, log_dir / "worker-0.log", metrics_port=port)
     try:
         wait_ready(embedded)
+        wait_metrics(port)
         yield st
     finally:
         stop_worker(proc)

@@ -26,6 +26,7 @@ from tests.conftest import (
     scrape_metrics,
     start_worker,
     stop_worker,
+    wait_metrics,
     weighbridge,
 )
 
@@ -81,6 +82,7 @@ def test_a_worker_on_a_backlog_decides_with_the_track_read_after_the_declaration
                 c.DISPATCH_COMMANDS, want=TRUCKS, timeout_s=90, where=lambda x: f"-{uid}-T" in x["decl_id"]
             )
             assert proc.poll() is None, "the worker is still running"
+            wait_metrics(port)
             metrics = _settled(port)
         finally:
             stop_worker(proc)

@@ -17,6 +17,7 @@ from tests.conftest import (
     declaration,
     scrape_metrics,
     stop_worker,
+    wait_metrics,
     wait_ready,
     weighbridge,
 )
@@ -36,6 +37,7 @@ def worker(embedded: Servers, tmp_path_factory: pytest.TempPathFactory) -> Itera
     st = Stack(embedded, proc, log_dir / "worker-0.log")
     try:
         wait_ready(embedded)
+        wait_metrics(port)
         yield st, port
     finally:
         stop_worker(proc)
