@@ -342,20 +342,22 @@ POLICIES = (
     "graded-explore-hits",
     "graded-explore-near",
     "graded-red0",
+    "graded-hardfloor",
+    "graded-hardfloor-value1",
+    "graded-hardfloor-value2",
 )
 EXPLORE_SHARE = 0.1  # the exploration variants' share of inspections (taken from the ranked share)
 
 
 def _policy(name: str) -> PolicyConfig:
-    """The decision design under test: ``today`` (the first design), ``graded`` (docs/policy.md),
-    ``graded-unpaced`` (graded, without pacing the day's spend), ``graded-random-nohits`` (graded, the
-    random picks drawn only among declarations without a rule hit, as before), ``graded-nocap`` (graded
-    weights and lead demotion, hard hits not held to the daily budget), ``graded-cap05`` (graded, hard hits
-    held to the daily budget + 0.5 point instead of 1), or
-    ``graded-value[-sqrt|-log]`` (graded, the ranked selection by risk x m(value); ratio by default), or
-    ``graded-explore[-hits|-near]`` (graded, ``EXPLORE_SHARE`` of inspections drawn where the model is
-    uncertain: 4s(1-s) of the score, among the rule hits below the threshold, or just below the threshold),
-    or ``graded-red0`` (graded, every model pick a physical inspection: ``red_risk`` 0)."""
+    """The decision design under test: ``today`` (the first design), ``graded`` (docs/policy.md), or graded
+    with one change: ``-unpaced`` (no pacing of the day's spend), ``-random-nohits`` (random picks only among
+    declarations without a rule hit, as before), ``-nocap`` (hard hits not held to the daily budget),
+    ``-cap05`` (held to the budget + 0.5 point instead of 1), ``-value[-sqrt|-log]`` (ranked by risk x
+    m(value); ratio by default), ``-explore[-hits|-near]`` (``EXPLORE_SHARE`` of inspections drawn where the
+    model is uncertain: 4s(1-s) of the score, among the rule hits below the threshold, or just below it),
+    ``-red0`` (every model pick a physical inspection), ``-hardfloor[-value1|-value2]`` (a hard rule under a
+    25% hit rate after 20 results ranked, but for a declared value >= 1x or 2x the site's median)."""
     from pipeline.core.policy import first_design, graded_policy
 
     if name == "today":
@@ -368,6 +370,9 @@ def _policy(name: str) -> PolicyConfig:
         return graded_policy(pace_slack=None)
     if name == "graded-red0":
         return graded_policy(red_risk=0.0)
+    if name.startswith("graded-hardfloor"):
+        gate = name.removeprefix("graded-hardfloor").removeprefix("-value")
+        return graded_policy(hard_rule_floor=0.25, hard_value_gate=float(gate) if gate else None)
     if name == "graded-random-nohits":
         return graded_policy(random_over_hits=False)
     if name.startswith("graded-explore"):

@@ -76,6 +76,13 @@ class PolicyConfig:
     lead_override_sources: frozenset[str] = frozenset({"risk-centre"})  # never demoted (risk-centre override)
     watch_rule_ids: frozenset[str] = frozenset({"watchlist_hit"})  # rules that are the watchlist
     hard_cap_points: float | None = 1.0  # a site this far over its daily share: hard hits ranked instead
+    # graded hard rules (docs/policy.md, "Graded hard rules"; 0: off, the default): a hard rule (not the
+    # watchlist) whose hit rate stays under this floor after ``hard_rule_min_results`` results is ranked
+    # instead, except on a declaration worth at least ``hard_value_gate`` x the site's median declared
+    # value (None: no gate), where a find would be worth most
+    hard_rule_floor: float = 0.0
+    hard_rule_min_results: int = 20
+    hard_value_gate: float | None = None
     # pacing (None: off): ranked picks only while the site's inspections today stay within target x its
     # declarations + this many, and a site behind by more ranks a larger share until it catches up (the
     # day's spend follows its traffic). Random picks are not paced.
@@ -262,14 +269,43 @@ class DecisionPolicy:
         keys = [k for k in self.grade_keys(decl, facts, ()) if k.startswith("watch:")]
         return bool(keys) and all(self.grades.clean_streak(k) >= cfg.lead_clean_limit for k in keys)
 
+    def _rule_demoted(self, hit: Any, m: float) -> bool:
+        """A hard rule graded below ``hard_rule_floor`` over enough results, on a declaration under the
+        value gate (``m``: its declared value over the site's median)."""
+        cfg = self.config
+        rule_id = _g(hit, "rule_id")
+        if cfg.hard_rule_floor <= 0 or rule_id in cfg.watch_rule_ids:
+            return False
+        n, found = self.grades.observed(f"rule:{rule_id}")
+        if n < cfg.hard_rule_min_results or found >= cfg.hard_rule_floor * n:
+            return False
+        return cfg.hard_value_gate is None or m < cfg.hard_value_gate
+
+    def _demotion_reasons(self, active: Sequence[Any], m: float, reasons: list[dict[str, Any]]) -> None:
+        """Say why a hard rule's hit is ranked instead: the results that graded it below the floor."""
+        for h in active:
+            if self.is_hard(h) and self._rule_demoted(h, m):
+                n, found = self.grades.observed(f"rule:{_g(h, 'rule_id')}")
+                floor = self.config.hard_rule_floor
+                reasons.append(
+                    {
+                        "kind": "graded",
+                        "text": f"hard rule {_g(h, 'rule_id')} ranked: {found} of the {n} inspections "
+                        f"graded so far found a violation, under the {floor:.0%} floor",
+                    }
+                )
+
     def _hard(
-        self, decl: Mapping[str, Any], facts: Mapping[str, Any], active: Sequence[Any], site: str
+        self, decl: Mapping[str, Any], facts: Mapping[str, Any], active: Sequence[Any], site: str, m: float
     ) -> bool:
         cfg = self.config
         watch = cfg.watchlist_is_hard and any(facts.get(f) for f in _WATCH_FACTS)
         demoted = watch and self._lead_demoted(decl, facts)
         hard = (watch and not demoted) or any(
-            self.is_hard(h) and not (demoted and _g(h, "rule_id") in cfg.watch_rule_ids) for h in active
+            self.is_hard(h)
+            and not (demoted and _g(h, "rule_id") in cfg.watch_rule_ids)
+            and not self._rule_demoted(h, m)
+            for h in active
         )
         if (
             hard
@@ -297,7 +333,10 @@ class DecisionPolicy:
         if any(_g(h, "action") == "emergency_release" for h in active):
             return Decision("release", "low", "release", 1.0, [], site, reasons, False, 0.0, 1.0)
         risk = self.combine(score, active, credit, facts)
-        m = self.value_weight(site, decl, facts) if self.config.rank_by_value else 1.0
+        cfg = self.config
+        valued = cfg.rank_by_value or (cfg.hard_rule_floor > 0 and cfg.hard_value_gate is not None)
+        worth = self.value_weight(site, decl, facts) if valued else 1.0
+        m = worth if cfg.rank_by_value else 1.0
         rank = risk * m  # the ranked quantity: the threshold is a quantile of the site's recent ranks
         threshold = self.budget.observe(site, rank, ts_ms, self.config.pace_slack, ref=decl_id)
         rule_lane, severity = "release", "low"
@@ -305,10 +344,11 @@ class DecisionPolicy:
             rule_lane = max((_g(h, "lane", "release") for h in active), key=lane_rank)
             severity = max((_g(h, "severity", "low") for h in active), key=_sev_rank)
         ctx = (decl_id, site, risk, threshold)
-        if self._hard(decl, facts, active, site):
-            watch = any(facts.get(f) for f in _WATCH_FACTS) and self.config.watchlist_is_hard
+        if self._hard(decl, facts, active, site, worth):
+            watch = any(facts.get(f) for f in _WATCH_FACTS) and cfg.watchlist_is_hard
             return self._dispatch_hard(ctx, rule_lane, severity, watch, reasons)
-        cfg = self.config
+        if cfg.hard_rule_floor > 0:
+            self._demotion_reasons(active, worth, reasons)
         paced = cfg.pace_slack is None or self.budget.within_pace(site, cfg.pace_slack, cfg.pace_slack_cold)
         if rank >= threshold and paced:
             scored = (score, self._what(risk, m))

@@ -35,6 +35,11 @@ class Grades:
         n, found, _ = self.book.get(key, (0, 0, 0))
         return (found + prior * self.pseudo) / (n + self.pseudo)
 
+    def observed(self, key: str) -> tuple[int, int]:
+        """Inspections graded under ``key`` and the violations they found."""
+        n, found, _ = self.book.get(key, (0, 0, 0))
+        return n, found
+
     def clean_streak(self, key: str) -> int:
         rec = self.book.get(key)
         return rec[2] if rec is not None else 0

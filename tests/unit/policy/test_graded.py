@@ -102,3 +102,49 @@ def test_the_days_spend_cannot_run_ahead_of_its_traffic() -> None:
         assert spent <= target * n + 1.0
     assert spent >= 4  # the day still spends its budget (5 of 100), only not all in its first hour
     assert sum(s == "model" for s in unpaced[:20]) > 5  # without pacing the morning burst takes it all
+
+
+CONCEAL = Hit("gps_concealment", lane="physical_inspection", severity="high", action="hard")
+
+
+def test_a_hard_rule_that_keeps_finding_little_is_ranked_except_on_valuable_loads() -> None:
+    cfg = graded_policy(
+        hard_rule_floor=0.25, hard_rule_min_results=20, hard_value_gate=2.0, hard_cap_points=None
+    )
+    policy = DecisionPolicy(cfg, ROSTERS)
+    rng = random.Random(5)
+    for i in range(400):  # the site's declared values: a median of about 100,000
+        policy.decide(
+            {**decl(i), "value_cny": rng.uniform(50_000, 150_000)}, {}, [], rng.random() ** 6, T0 + i
+        )
+
+    def hit(i: int, value: float, rule: Hit = CONCEAL) -> str:
+        d = {**decl(20_000 + i), "value_cny": value}
+        return policy.decide(d, {}, [rule], 0.01, T0 + 1_000_000 + i).selection
+
+    keys = ["rule:gps_concealment"]
+    for n in range(19):  # 19 results, 1 found: too few results to judge the rule yet
+        policy.on_result({"grade_keys": keys}, n == 0)
+    assert hit(0, 100_000) == "hard_rule"
+    policy.on_result({"grade_keys": keys}, False)  # 20 results, 5% found
+    assert hit(1, 100_000) != "hard_rule"  # an ordinary load: ranked like any other hit
+    ranked = policy.decide({**decl(20_100), "value_cny": 100_000}, {}, [CONCEAL], 0.01, T0 + 1_100_000)
+    assert any("1 of the 20 inspections graded so far" in r["text"] for r in ranked.reasons), ranked.reasons
+    assert hit(2, 400_000) == "hard_rule"  # 4x the median: a find would be worth most, still inspected
+    for _ in range(10):  # the rule starts finding: 11 of 30
+        policy.on_result({"grade_keys": keys}, True)
+    assert hit(3, 100_000) == "hard_rule"
+    # the watchlist is graded per lead (lead_clean_limit), never by this floor
+    for _ in range(40):
+        policy.on_result({"grade_keys": ["rule:watchlist_hit"]}, False)
+    assert hit(4, 100_000, WATCH) == "hard_rule"
+
+
+def test_without_the_value_gate_every_load_of_a_demoted_rule_is_ranked() -> None:
+    policy = DecisionPolicy(graded_policy(hard_rule_floor=0.25, hard_cap_points=None), ROSTERS)
+    warm(policy)
+    for _ in range(20):
+        policy.on_result({"grade_keys": ["rule:gps_concealment"]}, False)
+    d = {**decl(30_000), "value_cny": 10_000_000}
+    assert policy.decide(d, {}, [CONCEAL], 0.01, T0 + 2_000_000).selection != "hard_rule"
+    assert DecisionPolicy(graded_policy(), ROSTERS).config.hard_rule_floor == 0  # off by default
