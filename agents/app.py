@@ -43,6 +43,7 @@ from pipeline.contracts import events as c
 from pipeline.contracts.commands import META_KEY, READY_KEY, RULES_KEY
 from pipeline.contracts.settings import Settings
 from pipeline.core.assemble import build_engine
+from pipeline.core.policy_settings import policy_config
 from pipeline.io.metrics import Metrics
 from pipeline.io.topics import MAX_RECORD_BYTES
 
@@ -590,6 +591,10 @@ def run_worker(settings: Settings, kafka: str, redis_url: str, metrics_port: int
     # the join state is many small long-lived objects: full collections of them stall the loop for 100s of ms.
     # Collect the young generation often and the old one rarely; state is bounded by TTLs, not by the GC.
     gc.set_threshold(*GC_THRESHOLDS)
+    try:  # a policy nobody meant is refused at start-up, not met at the first declaration
+        policy_config(settings.policy_overrides)
+    except ValueError as e:
+        raise SystemExit(f"error: BUKONG_POLICY: {e}") from None
     app = create_app(settings, kafka, redis_url, metrics_port)
     worker = QuietWorker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     asyncio.set_event_loop(worker.loop)

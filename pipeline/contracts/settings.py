@@ -8,11 +8,12 @@ The pure core never reads the environment; it gets plain values from here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,9 @@ class Settings(BaseSettings):
     operator_token: SecretStr = SecretStr("")
     data_dir: Path = REPO_ROOT / "var"
     rule_pack: Path = DEFAULT_RULE_PACK
+    # the decision policy's overrides, a JSON object of PolicyConfig's fields (docs/policy.md,
+    # pipeline/core/policy_settings.py), e.g. '{"budget": {"target_share": 0.03}}'; empty: the defaults
+    policy: str = ""
     live_stream_maxlen: int = 10_000  # bounded Redis stream of hits for the live view
     dedupe_ttl_s: int = 7 * 24 * 3600  # a decision can be redelivered for a week and still not double
     producer_acks: str = "1"  # "all" with idempotence on a replicated cluster (docker/)
@@ -72,6 +76,23 @@ class Settings(BaseSettings):
     web_origins: str = ""  # extra origins (comma-separated) allowed to POST with the session cookie
     tansu_bin: Path | None = None  # the tansu binary to run (None: the one installed in the venv)
     valkey_bin: Path | None = None  # the valkey-server binary to run (None: the one installed in the venv)
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_is_an_object(cls, v: str) -> str:
+        if v.strip():
+            try:
+                parsed = json.loads(v)
+            except ValueError as e:
+                raise ValueError(f"not JSON ({e}): a JSON object of policy settings") from None
+            if not isinstance(parsed, dict):
+                raise ValueError('a JSON object of policy settings, like {"budget": {"target_share": 0.03}}')
+        return v
+
+    @property
+    def policy_overrides(self) -> dict[str, Any]:
+        """``policy`` parsed (validated as a JSON object when the settings were made)."""
+        return dict(json.loads(self.policy)) if self.policy.strip() else {}
 
     @property
     def embedded_kafka(self) -> bool:

@@ -18,6 +18,7 @@ from pipeline.core.decision.snapshots import SnapshotStore
 from pipeline.core.engine import Engine
 from pipeline.core.model import ModelRegistry, RiskModel
 from pipeline.core.policy import DecisionPolicy
+from pipeline.core.policy_settings import policy_config
 from pipeline.core.ports import Joiner
 from rules.engine import load_default_pack
 
@@ -44,7 +45,8 @@ def build_engine(
     settings: Settings | None = None, model_path: Path | None = None, joiner: Joiner | None = None
 ) -> Engine:
     """The production engine: the live rule pack, the champion model (restored from ``model_path`` when it
-    holds one), the budgeted decision policy with the sites' rosters, and the snapshot store. ``joiner``
+    holds one), the budgeted decision policy (``settings.policy`` over its defaults) with the sites' rosters,
+    and the snapshot store. ``joiner``
     replaces the production join (the core benchmark's baselines)."""
     settings = settings or Settings()
     champion = RiskModel()
@@ -54,7 +56,7 @@ def build_engine(
         joiner=joiner if joiner is not None else build_joiner(),
         rules=load_default_pack(settings.rule_pack),
         model=ModelRegistry(champion),
-        policy=DecisionPolicy(rosters=sites.rosters()),
+        policy=DecisionPolicy(policy_config(settings.policy_overrides), rosters=sites.rosters()),
         snapshots=SnapshotStore(),
         squads=sites.MOBILE_SQUADS,
         border=sites.BORDER,
