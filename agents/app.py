@@ -588,9 +588,7 @@ class QuietWorker(faust.Worker):
 def run_worker(settings: Settings, kafka: str, redis_url: str, metrics_port: int | None = None) -> None:
     """Run one Faust worker until SIGTERM/SIGINT (joins the consumer group named settings.app_id)."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # the join state is many small long-lived objects: full collections of them stall the loop for 100s of ms.
-    # Collect the young generation often and the old one rarely; state is bounded by TTLs, not by the GC.
-    gc.set_threshold(*GC_THRESHOLDS)
+    gc.set_threshold(*GC_THRESHOLDS)  # agents/runtime.py and agents/collector.py say why
     try:  # a policy nobody meant is refused at start-up, not met at the first declaration
         policy_config(settings.policy_overrides)
     except ValueError as e:
