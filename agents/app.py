@@ -368,6 +368,7 @@ async def _deadlines(w: _Worker) -> None:
     meta = {
         "pack_version": rt.engine.rules.version,
         "model_version": model.version if model is not None else 0,
+        "budget_share": rt.engine.policy.budget_share() or "",  # BUKONG_POLICY's, for the live view
         "updated_ms": int(time.time() * 1000),
     }
     try:

@@ -530,6 +530,9 @@ class DecisionPolicy:
     def use_ratios(self) -> dict[str, float]:
         return {site: self.budget.use_ratio(site) for site in self.budget.sites}
 
+    def budget_share(self) -> float | None:
+        return self.config.budget.target_share
+
     def snapshot(self) -> dict[str, Any]:
         out = {"budget": self.budget.snapshot(), "grades": self.grades.snapshot()}
         if self.explore_mean:  # only with exploration on: a snapshot without it is as before
@@ -585,3 +588,6 @@ class RulePolicy:
 
     def use_ratios(self) -> dict[str, float]:
         return {}
+
+    def budget_share(self) -> float | None:
+        return None

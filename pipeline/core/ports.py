@@ -67,6 +67,8 @@ class Policy(Protocol):
 
     def use_ratios(self) -> dict[str, float]: ...
 
+    def budget_share(self) -> float | None: ...  # the daily inspection share it aims at (None: no budget)
+
 
 class SnapshotStore(Protocol):
     """The facts a dispatched declaration was scored on, kept until its result teaches the model."""

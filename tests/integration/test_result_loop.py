@@ -54,5 +54,6 @@ def test_reported_violation_reaches_the_model_and_the_rule_and_lead_hit_rates(st
     stats = asyncio.run(report())
     assert stats["sites"]["CEK"]["confirmed"] >= 1 and stats["rules"]["weighbridge_excess"]["hit_rate"] > 0
     assert stats["leads"][source] == {"results": 1, "confirmed": 1, "hit_rate": 1.0}
+    assert float(stats["meta"]["budget_share"]) == 0.05  # the workers' budget, shown on the live view
     status = r.hgetall(STATUS_PREFIX + cmd["command_id"])
     assert status["status"] == "result" and status["outcome"] == "violation"

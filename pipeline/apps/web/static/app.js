@@ -24,7 +24,7 @@ const I18N = {
     col_time: "time", col_port: "port", col_lane: "lane", col_sev: "severity", col_conveyance: "conveyance",
     col_rules: "rules", col_score: "score", col_status: "status",
     select_hit: "Select a hit to see why it was targeted.",
-    versions: "rule pack v{pack} · model v{model} · {events} events · {commands} commands · {dead} dead letters",
+    versions: "rule pack v{pack} · model v{model} · budget {budget} · {events} events · {commands} commands · {dead} dead letters",
     role_analyst: "analyst (read-only)", role_operator: "operator",
     lane: {release: "release", document_check: "document check", physical_inspection: "physical inspection",
       intercept: "intercept", post_clearance_audit: "post-clearance audit"},
@@ -57,7 +57,7 @@ const I18N = {
     col_time: "时间", col_port: "口岸", col_lane: "处置方式", col_sev: "风险等级", col_conveyance: "运输工具",
     col_rules: "规则", col_score: "风险分", col_status: "状态",
     select_hit: "选择一条命中，查看布控理由。",
-    versions: "规则包 v{pack} · 模型 v{model} · 事件 {events} · 指令 {commands} · 死信 {dead}",
+    versions: "规则包 v{pack} · 模型 v{model} · 查验预算 {budget} · 事件 {events} · 指令 {commands} · 死信 {dead}",
     role_analyst: "分析员（只读）", role_operator: "处置员",
     lane: {release: "放行", document_check: "单证审核", physical_inspection: "查验", intercept: "拦截",
       post_clearance_audit: "稽查（后续稽查）"},
@@ -430,7 +430,9 @@ async function refreshStats() {
 }
 function renderStats(s) {
   spark($("#spark-eps"), epsSeries); spark($("#spark-lat"), latSeries);
+  const share = parseFloat(s.meta.budget_share);  // the workers' inspection budget (BUKONG_POLICY)
   $("#versions").textContent = t("versions", {pack: s.meta.pack_version || "?", model: s.meta.model_version || "?",
+    budget: Number.isFinite(share) ? `${+(share * 100).toFixed(2)}%` : "?",
     events: fmt.int.format(s.totals.events || 0), commands: fmt.int.format(s.totals.commands || 0),
     dead: fmt.int.format(s.totals.dead_letters || 0)});
   const table = (id, title, obj, name) => `<h3>${esc(title)}</h3><table id="${id}"><tr><th></th><th>${esc(t("s_hits"))}</th>` +
