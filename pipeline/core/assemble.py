@@ -46,8 +46,7 @@ def build_engine(
 ) -> Engine:
     """The production engine: the live rule pack, the champion model (restored from ``model_path`` when it
     holds one), the budgeted decision policy (``settings.policy`` over its defaults) with the sites' rosters,
-    and the snapshot store. ``joiner``
-    replaces the production join (the core benchmark's baselines)."""
+    and the snapshot store. ``joiner`` replaces the production join (the core benchmark's baselines)."""
     settings = settings or Settings()
     champion = RiskModel()
     if model_path is not None and champion.restore(model_path):

@@ -76,10 +76,10 @@ class PolicyConfig:
     lead_override_sources: frozenset[str] = frozenset({"risk-centre"})  # never demoted (risk-centre override)
     watch_rule_ids: frozenset[str] = frozenset({"watchlist_hit"})  # rules that are the watchlist
     hard_cap_points: float | None = 1.0  # a site this far over its daily share: hard hits ranked instead
-    # graded hard rules (docs/policy.md, "Graded hard rules"; 0: off, the default): a hard rule (not the
-    # watchlist) whose hit rate stays under this floor after ``hard_rule_min_results`` results is ranked
-    # instead, except on a declaration worth at least ``hard_value_gate`` x the site's median declared
-    # value (None: no gate), where a find would be worth most
+    # graded hard rules (docs/policy.md, "Graded hard rules with a value gate"; 0: off, the default): a
+    # hard rule (not the watchlist) whose hit rate stays under this floor after ``hard_rule_min_results``
+    # results is ranked instead, except on a declaration worth at least ``hard_value_gate`` x the site's
+    # median declared value (None: no gate), where a find would be worth most
     hard_rule_floor: float = 0.0
     hard_rule_min_results: int = 20
     hard_value_gate: float | None = None
