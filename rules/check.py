@@ -7,6 +7,7 @@ name no fact.
 
 from __future__ import annotations
 
+import difflib
 import re
 import string
 from functools import cache, lru_cache
@@ -122,9 +123,62 @@ def check_rules(rules: Any, path: str) -> list[PackIssue]:
             try:
                 compile_reference(r.expression)
             except ValueError as exc:
-                issues.append(PackIssue(path, _file_line(r, str(exc)), r.id, str(exc)))
+                issues.append(PackIssue(path, _file_line(r, str(exc)), r.id, str(exc) + _hint(str(exc))))
         issues += [PackIssue(path, r.line, r.id, m) for m in check_reason(r.reason)]
     return issues
+
+
+# event fields a rule engineer may reach for, and the fact that carries them
+_EVENT_FACT = {
+    "measured_gross_kg": "weigh_gross_kg",
+    "lat": "last_lat",
+    "lon": "last_lon",
+}
+
+
+def _close_fact(name: str) -> str:
+    """The fact a misspelt name most likely meant, or '' (a shared prefix first: unit_pric -> unit_value)."""
+    same_start = [f for f in FACT_TYPES if f[:4] == name[:4]]
+    close = difflib.get_close_matches(name, same_start, n=1, cutoff=0.5) or difflib.get_close_matches(
+        name, FACT_TYPES, n=1, cutoff=0.75
+    )
+    return close[0] if close else ""
+
+
+def _hint(message: str) -> str:
+    """What to do about a checker message (typos, event fields, int and double mixed), or ''."""
+    names = dict.fromkeys(re.findall(r"undeclared reference to '([^']*)'", message))
+    return "".join(_name_hint(n) for n in names) or _type_hint(message)
+
+
+def _name_hint(name: str) -> str:
+    """What to do about a name that is not a fact."""
+    from pipeline.contracts.events import CONTRACTS
+
+    kinds = [k for k, fields in CONTRACTS.items() if any(f.name == name for f in fields)]
+    if kinds:
+        fact = _EVENT_FACT.get(name)
+        use = f" (use '{fact}')" if fact else ""
+        return (
+            f"\n('{name}' is a field of the {'/'.join(kinds)} event, not a fact{use}: rules read the facts "
+            "of one declaration, features/schema.py)"
+        )
+    close = _close_fact(name)
+    if close:
+        return f"\n('{name}': did you mean '{close}'? facts: features/schema.py)"
+    return f"\n('{name}' is not a fact: rules read the facts of one declaration, features/schema.py)"
+
+
+def _type_hint(message: str) -> str:
+    """What to do about an operator applied to types CEL does not combine."""
+    types = re.search(r"no matching overload for '[^']*' applied to '\(([^)]*)\)'", message)
+    if types:
+        ts = {t.strip() for t in types.group(1).split(",")}
+        if ts == {"int", "double"}:
+            return "\n(CEL does not mix int and double: write 1.0 for a double, or convert with double(...))"
+        if "string" in ts and ts & {"int", "double"}:
+            return '\n(a string fact compares with text in quotes: hs4 == "2701")'
+    return ""
 
 
 def _file_line(rule: Any, message: str) -> int:

@@ -399,9 +399,11 @@ def _header(data: dict[str, Any], path: str, issues: list[PackIssue]) -> tuple[A
         issues.append(
             PackIssue(path, data.get("__line__name", 1), "", "pack 'name' must be a non-empty string")
         )
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= INT_MAX:
         issues.append(
-            PackIssue(path, data.get("__line__version", 1), "", "pack 'version' must be an integer >= 1")
+            PackIssue(
+                path, data.get("__line__version", 1), "", f"pack 'version' must be an integer 1..{INT_MAX}"
+            )
         )
     raw_rules = data.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
@@ -426,6 +428,8 @@ def _check_fields(
     for key in REQUIRED:
         if key not in r:
             bad(key, f"missing '{key}'")
+    if "id" in r and (not isinstance(r["id"], str) or not r["id"]):
+        bad("id", "rule id must be non-empty text: quote an id YAML reads as a number, true/false or null")
     unknown = [k for k in r if not k.startswith("__") and k not in REQUIRED + OPTIONAL]
     for k in unknown:
         bad(k, f"unknown field '{k}' (allowed: {', '.join(REQUIRED + OPTIONAL)})")
@@ -443,8 +447,9 @@ def _check_fields(
         bad("status", f"status {r['status']!r} must be one of {list(STATUSES)}")
     if not isinstance(r.get("action", "dispatch"), str) or r.get("action", "dispatch") not in ACTIONS:
         bad("action", f"action {r['action']!r} must be one of {list(ACTIONS)}")
-    if "version" in r and (not isinstance(r["version"], int) or isinstance(r["version"], bool)):
-        bad("version", "rule version must be an integer")
+    v = r.get("version", 0)
+    if not isinstance(v, int) or isinstance(v, bool) or not INT_MIN <= v <= INT_MAX:
+        bad("version", "rule version must be a 64-bit integer")
     for key in ("title", "expression", "owner", "reason", "description", "scope"):
         if key in r and not isinstance(r[key], str):
             bad(key, f"'{key}' must be a string")

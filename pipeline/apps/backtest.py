@@ -8,7 +8,7 @@ difference against the live pack. Writes a markdown report and a PNG plot.
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from pipeline.contracts.events import TOPIC_KIND, ContractError, validate
 from pipeline.core.assemble import build_joiner
 from pipeline.core.engine import ReplayClock
 from rules.engine import CompiledPack
@@ -38,21 +39,54 @@ class RuleResult:
         return self.frauds / self.hits if self.hits else None
 
 
-def read_events(path: Path, bad: list[int] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The (topic, event) records of a recording; lines that are not such records are skipped and their
-    line numbers appended to ``bad`` (reported, never dropped silently)."""
+def read_events(
+    path: Path, bad: list[int] | None = None, reasons: Counter[str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The (topic, event) records of a recording, each checked against its contract as a worker checks it
+    (the core only ever sees valid events); lines that are not such records are skipped, their line numbers
+    appended to ``bad`` and their reasons counted in ``reasons`` (reported, never dropped silently)."""
     with open(path, "rb") as fh:
         for no, line in enumerate(fh, 1):
+            reason = ""
             try:
                 rec = orjson.loads(line)
                 topic, ev = rec["topic"], rec["event"]
-                ok = isinstance(topic, str) and isinstance(ev, dict) and isinstance(ev.get("ts_ms"), int)
+                kind = TOPIC_KIND.get(topic) if isinstance(topic, str) else None
+                if kind is None:
+                    reason = "unknown_topic"
+                else:
+                    validate(kind, ev)
+            except ContractError as exc:
+                reason = exc.reason
             except (orjson.JSONDecodeError, KeyError, TypeError):
-                ok = False
-            if ok:
+                reason = "not_a_record"
+            if not reason:
                 yield topic, ev
-            elif bad is not None and line.strip():
-                bad.append(no)
+            elif line.strip():
+                if bad is not None:
+                    bad.append(no)
+                if reasons is not None:
+                    reasons[reason] += 1
+
+
+def _json_lines(path: Path, what: str) -> list[dict[str, Any]]:
+    """The JSON objects of a file, one a line (blank lines skipped); a clear SystemExit otherwise."""
+    out = []
+    try:
+        with open(path, "rb") as fh:
+            for no, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    x = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise SystemExit(f"error: {path}:{no}: {what}: not a JSON object ({exc})") from None
+                if not isinstance(x, dict):
+                    raise SystemExit(f"error: {path}:{no}: {what}: not a JSON object")
+                out.append(x | {"__line__": no})
+    except OSError as exc:
+        raise SystemExit(f"error: {path}: cannot read the {what}: {exc.strerror or exc}") from None
+    return out
 
 
 def read_watchlists(path: Path) -> Any:
@@ -61,11 +95,10 @@ def read_watchlists(path: Path) -> Any:
     from features.watchlist import Watchlists
 
     w = Watchlists()
-    with open(path, "rb") as fh:
-        for line in fh:
-            if line.strip():
-                x = orjson.loads(line)
-                w.add(x["kind"], x["id"], x.get("source") or "intel", NEVER)
+    for x in _json_lines(path, "watchlist"):
+        if not isinstance(x.get("kind"), str) or not isinstance(x.get("id"), str):
+            raise SystemExit(f"error: {path}:{x['__line__']}: a watchlist entry needs 'kind' and 'id' (text)")
+        w.add(x["kind"], x["id"], x.get("source") or "intel", NEVER)
     return w
 
 
@@ -124,22 +157,44 @@ def backtest(
     except PackError as exc:
         print(exc, file=sys.stderr)
         return 1
+    try:
+        return _backtest(cand, base, events, truth_path, out, watchlist)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
+def _backtest(
+    cand: CompiledPack,
+    base: CompiledPack,
+    events: Path,
+    truth_path: Path | None,
+    out: Path,
+    watchlist: Path | None,
+) -> int:
     truth: dict[str, dict[str, Any]] = {}
     if truth_path:
-        with open(truth_path, "rb") as fh:
-            truth = {t["decl_id"]: t for t in map(orjson.loads, fh)}
+        truth = {str(t.get("decl_id")): t for t in _json_lines(truth_path, "ground truth")}
     if watchlist is None and events.with_suffix(".intel.jsonl").exists():
         watchlist = events.with_suffix(".intel.jsonl")
     watch = read_watchlists(watchlist) if watchlist else None
     if watchlist:
         print(f"watchlists from {watchlist}", file=sys.stderr)
+    if not events.is_file():
+        raise SystemExit(f"error: {events}: no such recording (bukong simulate --out writes one)")
     bad: list[int] = []
-    evs = tqdm(read_events(events, bad), desc="replay", unit=" ev", file=sys.stderr, mininterval=1)
+    reasons: Counter[str] = Counter()
+    evs = tqdm(read_events(events, bad, reasons), desc="replay", unit=" ev", file=sys.stderr, mininterval=1)
     facts = list(replay_facts(evs, watch))  # one replay, both packs on the same facts
     res_c, n = evaluate(cand, tqdm(facts, desc="candidate", unit=" decl", file=sys.stderr), truth)
     res_b, _ = evaluate(base, tqdm(facts, desc="baseline", unit=" decl", file=sys.stderr), truth)
     if bad:
-        print(f"{events}: {len(bad)} line(s) are not recorded events, skipped: {bad[:10]}", file=sys.stderr)
+        print(
+            f"{events}: {len(bad)} line(s) are not recorded events (or break their contract), skipped: "
+            f"lines {bad[:10]}"
+            f"{' ...' if len(bad) > 10 else ''} (reasons: {dict(reasons.most_common())})",
+            file=sys.stderr,
+        )
     out.mkdir(parents=True, exist_ok=True)
     report = render(cand, res_c, base, res_b, n, bool(truth))
     (out / "backtest.md").write_text(report)
@@ -148,13 +203,14 @@ def backtest(
     summary = {
         rid: {
             "hits": r.hits,
-            "precision": r.precision,
+            "precision": r.precision if truth else None,
             "value_found_cny": round(r.value_found, 2),
             "baseline_hits": res_b[rid].hits if rid in res_b else None,
+            "errors": cand.errors().get(rid, 0),
         }
         for rid, r in res_c.items()
     }
-    print(orjson.dumps({"declarations": n, "rules": summary}).decode())
+    print(orjson.dumps({"declarations": n, "skipped_lines": len(bad), "rules": summary}).decode())
     return 0
 
 
@@ -174,9 +230,10 @@ def render(
         "rule fired on, and the busiest site-day).",
         "",
         "| rule | status | hits | per site-day mean / max | precision | value found (CNY) "
-        "| live hits | change |",
-        "|---|---|---|---|---|---|---|---|",
+        "| live hits | change | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    errors, last = pack.errors(), pack.last_errors()
     for r in pack.rules:
         rid = r.rule.id
         x = res[rid]
@@ -187,12 +244,15 @@ def render(
         change = "new rule" if b is None else f"{x.hits - b.hits:+d}"
         lines.append(
             f"| {rid} | {r.rule.status} | {x.hits} | {load} | {prec} | {x.value_found:,.0f} | "
-            f"{b.hits if b else '-'} | {change} |"
+            f"{b.hits if b else '-'} | {change} | {errors.get(rid, 0)} |"
         )
     for rid, b in base.items():
         if rid not in res:
-            lines.append(f"| {rid} | removed | 0 | - | - | - | {b.hits} | {-b.hits:+d} |")
+            lines.append(f"| {rid} | removed | 0 | - | - | - | {b.hits} | {-b.hits:+d} | - |")
     lines += ["", f"{days} day(s) of events."]
+    if errors:
+        lines += ["", "Evaluation errors (no hit; fix the rule or guard it, e.g. `n > 0 && x / n > 1`):", ""]
+        lines += [f"- {rid}: {k} of {n} declarations, last: {last.get(rid, '')}" for rid, k in errors.items()]
     return "\n".join(lines) + "\n"
 
 

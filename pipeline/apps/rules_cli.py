@@ -200,9 +200,9 @@ def list_rules(path: Path) -> int:
         return 1
     print(f"| id | status | scope | lane | severity | action | expression |\n|{'---|' * 7}")
     for r in pack.rules:
-        print(
-            f"| {r.id} | {r.status} | {r.scope} | {r.lane} | {r.severity} | {r.action} | `{r.expression}` |"
-        )
+        # one table row: a literal block's lines joined, and '|' (as in ||) escaped for the table
+        expr = " ".join(r.expression.split()).replace("|", "\\|")
+        print(f"| {r.id} | {r.status} | {r.scope} | {r.lane} | {r.severity} | {r.action} | `{expr}` |")
     return 0
 
 
@@ -234,7 +234,8 @@ def _send(broker: str, body: bytes) -> None:
     from pipeline.contracts.events import RULE_PACKS
 
     producer = KafkaProducer(bootstrap_servers=broker, acks="all")
-    producer.send(RULE_PACKS, key=PACK_KEY, value=body).get(timeout=10)
+    # partition 0, the one every worker and _history read (a topic the broker auto-created may have more)
+    producer.send(RULE_PACKS, key=PACK_KEY, value=body, partition=0).get(timeout=10)
     producer.close()
 
 

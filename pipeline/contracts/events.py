@@ -54,6 +54,7 @@ MAX_MESSAGE_BYTES: Final = 64 * 1024
 MAX_FUTURE_MS: Final = 10 * 60 * 1000  # events more than 10 minutes ahead of now are impossible
 MIN_TS_MS: Final = 946_684_800_000  # 2000-01-01: anything older is a unit error (seconds, not ms)
 MAX_KG: Final = 200_000.0  # a road/rail conveyance load never exceeds 200 t
+MIN_KG: Final = 0.001  # a weight above 0 is at least a gram, so the ratios over it stay finite
 MAX_VALUE: Final = 1e11
 
 
@@ -152,6 +153,11 @@ def _hs(v: str) -> bool:
 
 
 _KG = f"0..{MAX_KG:.0f} kg"
+# the weights that features divide by, per kind (features/schema.py, features/join.py)
+_WEIGHTS: Final[dict[str, tuple[str, ...]]] = {
+    "declaration": ("gross_kg", "net_kg"),
+    "logistics": ("measured_gross_kg", "manifest_gross_kg"),
+}
 _TS = "epoch milliseconds (an integer)"
 
 CONTRACTS: Final[dict[str, tuple[Field, ...]]] = {
@@ -406,6 +412,14 @@ def validate(kind: str, obj: Any, now_ms: int | None = None) -> dict[str, Any]:
             f"(limit {MAX_FUTURE_MS // 1000} s): send event time in epoch milliseconds from a synced clock",
             "ts_ms",
         )
+    for name in _WEIGHTS.get(kind, ()):
+        kg = obj.get(name)
+        if kg is not None and 0 < kg < MIN_KG:
+            raise ContractError(
+                "impossible_value",
+                f"{kind}.{name}={kg!r} is above 0 but under a gram: send kilograms ({_KG}, 0 if unknown)",
+                name,
+            )
     if kind == "declaration" and obj["net_kg"] > obj["gross_kg"]:
         raise ContractError(
             "impossible_value", "declaration.net_kg exceeds gross_kg: send net_kg <= gross_kg", "net_kg"

@@ -67,6 +67,16 @@ def _with(base: dict, **kw: object) -> bytes:
         (c.TRACKS, _with(TRACK, ts_ms=1.5e12), "wrong_type", "ts_ms"),
         (c.LOGISTICS, _with(WEIGH, measured_gross_kg=...), "missing_field", "measured_gross_kg"),
         (c.LOGISTICS, _with(WEIGH, kind="teleport"), "impossible_value", "kind"),
+        # a weight above 0 but under a gram would make the unit value and the weighbridge ratio infinite
+        (c.DECLARATIONS, _with(DECL, net_kg=1e-300), "impossible_value", "net_kg"),
+        (c.DECLARATIONS, _with(DECL, gross_kg=5e-324, net_kg=0.0), "impossible_value", "gross_kg"),
+        (c.LOGISTICS, _with(WEIGH, measured_gross_kg=1e-9), "impossible_value", "measured_gross_kg"),
+        (
+            c.LOGISTICS,
+            _with(WEIGH, kind="manifest", measured_gross_kg=..., manifest_gross_kg=1e-9),
+            "impossible_value",
+            "manifest_gross_kg",
+        ),
         (c.TRACKS, b'{"x": "' + b"a" * c.MAX_MESSAGE_BYTES + b'"}', "oversize", None),
     ],
 )
@@ -191,6 +201,7 @@ def test_python_callers_cannot_pass_non_finite_or_huge_numbers(
         ("inspection_result", {**RESULT, "notes": ""}),  # the page sends empty notes
         ("inspection_result", {**RESULT, "notes": "line 1\nline 2\twith tab"}),
         ("logistics", {**MANIFEST, "manifest_items": 0}),
+        ("declaration", {**DECL, "gross_kg": 0.001, "net_kg": 0.001}),  # a gram, the smallest weight
     ],
 )
 def test_well_formed_edge_values_pass(kind: str, record: dict) -> None:

@@ -111,11 +111,12 @@ def test_backtest_replays_a_recording_and_writes_report_and_plot(
         "precision": 1.0,
         "value_found_cny": 5000.0,
         "baseline_hits": None,
+        "errors": 0,
     }
     assert summary["rules"]["watched"]["hits"] == 2  # the watchlist beside the recording was loaded
     report = (out / "backtest.md").read_text()
     assert "| weigh5 | shadow | 1 |" in report and "new rule" in report
-    assert "| weigh1 | removed | 0 | - | - | - | 2 | -2 |" in report
+    assert "| weigh1 | removed | 0 | - | - | - | 2 | -2 | - |" in report
     assert (out / "backtest.png").read_bytes()[:4] == b"\x89PNG"
     assert "1 line(s) are not recorded events" in captured.err
 
@@ -125,3 +126,51 @@ def test_backtest_refuses_an_invalid_candidate(recording: tuple[Path, Path], tmp
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(pack_text(2, ("typo", "unit_pric < 0.6", "active")))
     assert backtest(candidate, candidate, events, truth, tmp_path / "out") == 1
+
+
+def test_backtest_skips_events_that_break_their_contract_and_counts_rule_errors(
+    recording: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recording is read as a worker reads its topics: an event that breaks its contract (a declaration
+    without its weights, a weighbridge reading without a weight, an unknown topic) is skipped and reported,
+    never fed to the core; a rule's evaluation errors are counted in the report."""
+    events, truth = recording
+    odd = [
+        {"topic": "declarations", "event": {"decl_id": "X1", "ts_ms": 1_700_000_000_000}},
+        {
+            "topic": "logistics",
+            "event": {
+                "event_id": "W",
+                "kind": "weighbridge",
+                "ts_ms": 1_700_000_000_000,
+                "conveyance_id": "TRK",
+                "port": "EHT",
+            },
+        },
+        {"topic": "nonsense", "event": {"ts_ms": 1_700_000_000_000}},
+    ]
+    events.write_bytes(events.read_bytes() + b"\n" + b"\n".join(orjson.dumps(r) for r in odd) + b"\n")
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(pack_text(2, ("per_split", "ent_decl_24h / split_count_24h > 1", "active")))
+    out = tmp_path / "out"
+    assert backtest(candidate, candidate, events, truth, out) == 0
+    captured = capsys.readouterr()
+    summary = orjson.loads(captured.out.strip().splitlines()[-1])
+    assert summary["declarations"] == 2 and summary["skipped_lines"] == 4
+    assert summary["rules"]["per_split"]["errors"] == 2  # no split shipments: division by zero
+    assert "missing_field" in captured.err and "unknown_topic" in captured.err
+    assert "- per_split: 2 of 2 declarations, last: division by zero" in (out / "backtest.md").read_text()
+
+
+def test_backtest_says_what_is_wrong_with_its_input_files(
+    recording: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events, _ = recording
+    pack = tmp_path / "p.yaml"
+    pack.write_text(pack_text(1, ("heavy", "gross_kg > 100.0", "active")))
+    bad_truth = tmp_path / "truth.jsonl"
+    bad_truth.write_bytes(b'{"decl_id": "a"}\n\n[1]\n')
+    assert backtest(pack, pack, events, bad_truth, tmp_path / "out") == 1
+    assert f"{bad_truth}:3: ground truth: not a JSON object" in capsys.readouterr().err
+    assert backtest(pack, pack, tmp_path / "none.jsonl", None, tmp_path / "out") == 1
+    assert "no such recording" in capsys.readouterr().err

@@ -190,3 +190,45 @@ def test_conformance_suite_has_no_wrong_answers() -> None:
 def test_default_pack_is_all_fast_path() -> None:
     pack = load_default_pack()
     assert pack.fast_count == len(pack.rules)
+
+
+@pytest.mark.parametrize("rid", ["1", "2701", "true", "no", "null", "~", '""', "1.5"])
+def test_a_rule_id_yaml_reads_as_no_text_is_refused(tmp_path: Path, rid: str) -> None:
+    """`id: 2701` or `id: true` is a number or a bool to YAML: refused, never a rule with an empty id (two of
+    them would share their hits and counters)."""
+    body = "name: x\nversion: 1\nrules:\n" + GOOD_RULE.format(
+        id=rid, expr="gross_kg > 1.0", lane="document_check", status="active"
+    )
+    with pytest.raises(PackError) as err:
+        load_pack(write(tmp_path, body))
+    assert "rule id must be non-empty text" in str(err.value)
+
+
+def test_versions_beyond_64_bits_are_refused(tmp_path: Path) -> None:
+    """A version no published record can carry (orjson writes 64-bit integers) is a check error, not a crash
+    of `rules publish`."""
+    rule = GOOD_RULE.format(id="r", expr="gross_kg > 1.0", lane="document_check", status="active")
+    with pytest.raises(PackError, match="pack 'version' must be an integer 1"):
+        load_pack(write(tmp_path, f"name: x\nversion: {2**64}\nrules:\n" + rule))
+    big = rule.replace("version: 1", f"version: {2**64}")
+    assert big != rule
+    with pytest.raises(PackError, match="rule version must be a 64-bit integer"):
+        load_pack(write(tmp_path, "name: x\nversion: 1\nrules:\n" + big))
+
+
+@pytest.mark.parametrize(
+    ("expr", "hint"),
+    [
+        ("unit_pric < 0.6", "did you mean 'unit_value"),
+        ("measured_gross_kg > 1.0", "field of the logistics event, not a fact (use 'weigh_gross_kg')"),
+        ("gross_kg > 1", "CEL does not mix int and double"),
+        ("hs4 == 2701", "text in quotes"),
+    ],
+)
+def test_checker_errors_say_what_to_do(tmp_path: Path, expr: str, hint: str) -> None:
+    body = "name: x\nversion: 1\nrules:\n" + GOOD_RULE.format(
+        id="r", expr=expr, lane="document_check", status="active"
+    )
+    with pytest.raises(PackError) as err:
+        load_pack(write(tmp_path, body))
+    assert hint in str(err.value)
