@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import string
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from features.schema import FACT_TYPES
+from features.schema import FACT_TYPES, NEUTRAL
 from pipeline.contracts.settings import DEFAULT_RULE_PACK
 from rules.cel import CelError, Refused, bad_text, compile_cel, tokenize
 from rules.check import compile_reference, scan_expression
@@ -131,6 +132,74 @@ class _Compiled:
         )
 
 
+# What a rule on the reference runtime (macros) may cost per declaration, measured when the pack compiles:
+# a comprehension inside a comprehension over long lists passes every text limit and the runtime's iteration
+# budget, yet takes tens of milliseconds a declaration, and a pack of them would stall every worker.
+PROBE_RULE_MS = 1.0  # one evaluation of one rule on the largest facts (CPU); a macro over `missing` ~0.02
+PROBE_PACK_MS = 5.0  # all of a pack's reference-path rules on one declaration
+
+
+def largest_facts() -> dict[str, Any]:
+    """The neutral facts with every text at its longest (256 characters, the contract's longest free text)
+    and the list of missing parts full: what makes a comprehension or a string function cost the most."""
+    facts: dict[str, Any] = dict(NEUTRAL)
+    for name, t in FACT_TYPES.items():
+        if t == "string":
+            facts[name] = "x" * 256
+        elif t == "list(string)":
+            facts[name] = ["weighbridge", "gate_in", "manifest", "track"] * 2
+    return facts
+
+
+def _cost_ms(rule: _Compiled, facts: dict[str, Any]) -> float:
+    """The CPU milliseconds of one evaluation on the reference runtime (the least of three; one when the
+    first is already far over the limit)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.process_time()
+        try:
+            rule.reference.eval(data=facts).value()
+        except Exception:  # an evaluation error costs what it cost: only the time matters here
+            pass
+        best = min(best, (time.process_time() - t0) * 1000)
+        if best > 10 * PROBE_RULE_MS:
+            break
+    return best
+
+
+def _cost_issues(pack: RulePack, rules: list[_Compiled]) -> list[PackIssue]:
+    """A rule, or the pack's reference-path rules together, over their cost limits."""
+    slow = [r for r in rules if r.fast is None]
+    if not slow:
+        return []
+    facts = largest_facts()
+    costs = [(r, _cost_ms(r, facts)) for r in slow]
+    where = pack.path or "<pack>"
+    issues = [
+        PackIssue(
+            where,
+            r.rule.line,
+            r.rule.id,
+            f"costs {ms:.1f} ms a declaration on the largest facts (limit {PROBE_RULE_MS:g} ms): avoid a "
+            "comprehension inside a comprehension, and long literal lists in macros",
+        )
+        for r, ms in costs
+        if ms > PROBE_RULE_MS
+    ]
+    total = sum(ms for _, ms in costs)
+    if not issues and total > PROBE_PACK_MS:
+        issues.append(
+            PackIssue(
+                where,
+                1,
+                "",
+                f"the pack's {len(slow)} rules with macros cost {total:.1f} ms a declaration together (limit "
+                f"{PROBE_PACK_MS:g} ms): fewer macros, or macros over shorter lists",
+            )
+        )
+    return issues
+
+
 def _facts_read(rule: Rule) -> list[str]:
     """The facts a rule reads (identifiers of its expression) and the ones its reason text shows."""
     try:
@@ -178,6 +247,7 @@ class CompiledPack:
                 compiled.append(_Compiled(r))
             except Exception as exc:  # ValueError from the checker, RecursionError, MemoryError ...
                 issues.append(PackIssue(pack.path or "<pack>", r.line, r.id, f"does not compile: {exc}"))
+        issues += _cost_issues(pack, compiled)
         if issues:
             raise PackError(issues)
         return cls(pack, compiled)

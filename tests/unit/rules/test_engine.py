@@ -11,8 +11,8 @@ import pytest
 
 from features.schema import FACT_TYPES, NEUTRAL
 from rules.cel import CelError, Refused, Unsupported, compile_cel
-from rules.engine import PACKS, CompiledPack
-from rules.pack import load_pack, parse_pack
+from rules.engine import PACKS, CompiledPack, _Compiled
+from rules.pack import PackError, load_pack, parse_pack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 from rules_bench import hundred_rules
@@ -120,13 +120,39 @@ def test_runaway_macros_are_cut_by_the_iteration_budget_and_counted() -> None:
         '  - {id: typed, title: t, expression: "gross_kg > 1.0", lane: document_check, severity: low,\n'
         "     status: active, owner: o, version: 1, reason: r}\n"
     )
-    pack = CompiledPack.compile(parse_pack(text, "<p>"))
+    parsed = parse_pack(text, "<p>")
+    with pytest.raises(PackError) as err:  # refused when it compiles: its cost is measured first
+        CompiledPack.compile(parsed)
+    assert "runaway: costs" in str(err.value) and "limit 1 ms" in str(err.value)
+    # the runtime's iteration budget still cuts it, should such a rule ever run (the second line of defence)
+    pack = CompiledPack(parsed, [_Compiled(r) for r in parsed.rules])
     assert pack.fast_count == 1  # macros run on the reference runtime, which bounds their iterations
     facts = dict(NEUTRAL, gross_kg=2.0, hs4="")
     assert [h.rule_id for h in pack.evaluate(facts)] == ["typed"]
     del facts["gross_kg"]
     assert pack.evaluate(facts) == []
     assert pack.errors() == {"runaway": 2, "typed": 1}
+
+
+def test_a_pack_whose_macros_cost_too_much_together_is_refused() -> None:
+    """Each rule under its limit, but many of them: the pack's reference-path cost per declaration is bounded
+    too, so a pack cannot stall a worker rule by rule. A macro over the missing parts stays well inside."""
+    mid = "[" + ",".join(["0"] * 30) + "]"
+    rule = (
+        '  - {{id: r{i}, title: t, expression: "{mid}.all(x, {mid}.exists(y, x == y))",'
+        " lane: document_check, severity: low, status: active, owner: o, version: 1, reason: r}}\n"
+    )
+    one = CompiledPack.compile(parse_pack("name: p\nversion: 1\nrules:\n" + rule.format(i=0, mid=mid), "<p>"))
+    assert one.fast_count == 0  # on the reference runtime, and under the per-rule limit
+    many = "name: p\nversion: 1\nrules:\n" + "".join(rule.format(i=i, mid=mid) for i in range(200))
+    with pytest.raises(PackError, match=r"rules with macros cost .* ms a declaration together"):
+        CompiledPack.compile(parse_pack(many, "<p>"))
+    usual = (
+        "name: p\nversion: 1\nrules:\n"
+        "  - {id: m, title: t, expression: \"missing.exists(p, p == 'manifest')\","
+        " lane: document_check, severity: low, status: active, owner: o, version: 1, reason: r}\n"
+    )
+    assert CompiledPack.compile(parse_pack(usual, "<p>")).rule_ids == ["m"]
 
 
 def test_every_rule_answers_the_same_on_both_paths_for_wrong_shapes() -> None:
