@@ -77,10 +77,10 @@ def corpus() -> Iterator[tuple[str, str]]:
     )
     yield "integer literal of 400 digits", pack(rule('"double(' + "9" * 400 + ') > 1.0"'))
     yield "reason format bomb", pack(rule("weigh_present", reason="'{gross_kg:999999999.999999f}'"))
-    ten = "[" + ",".join(map(str, range(10))) + "]"
+    forty = "[" + ",".join(map(str, range(40))) + "]"
     yield (
-        "comprehension six deep (a million iterations)",
-        pack(rule(f'"{ten}.all(a, {ten}.all(b, {ten}.all(c, {ten}.all(d, {ten}.all(e, {ten}.all(f, a + f >= 0))))))"')),
+        "comprehension in a comprehension (text limits and iteration budget kept)",
+        pack(rule(f'"{forty}.map(a, {forty}.map(b, {" + ".join(["goods"] * 8)})).size() > 0"')),
     )
     yield "second YAML document", "name: a\nversion: 1\nrules: []\n---\nname: b\n"
     yield "duplicate keys", pack(rule("weigh_present")).replace("version: 1\n", "version: 1\nversion: 2\n", 1)
