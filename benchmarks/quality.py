@@ -384,16 +384,45 @@ def _policy(name: str) -> PolicyConfig:
     return graded_policy(rank_by_value=False)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1")
+    return n
+
+
+def _budget_list(text: str) -> str:
+    """Comma-separated shares in (0, 1] (0.05, not 5%); checked here, parsed in main."""
+    for x in text.split(","):
+        try:
+            ok = 0 < float(x) <= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{x.strip()!r}: budgets are shares in (0, 1], e.g. 0.01,0.05")
+    return text
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--scenario", default="baseline", help="baseline | drift | border-surge | FILE | all")
     ap.add_argument("--world", choices=("sim", "synthetic"), default="sim")
     ap.add_argument(
-        "--days", type=int, default=None, help="default 3, or through the day after a new typology"
+        "--days", type=_positive_int, default=None, help="default 3, or through the day after a new typology"
     )
-    ap.add_argument("--seeds", type=int, default=5, help="worlds: the scenario's seed and the next ones")
+    ap.add_argument(
+        "--seeds", type=_positive_int, default=5, help="worlds: the scenario's seed and the next ones"
+    )
     ap.add_argument("--seed", type=int, default=None, help="first seed (default: the scenario's)")
-    ap.add_argument("--budgets", default="0.01,0.02,0.05,0.10", help="inspection budgets for the curves")
+    ap.add_argument(
+        "--budgets",
+        type=_budget_list,
+        default="0.01,0.02,0.05,0.10",
+        help="inspection budgets for the curves",
+    )
     ap.add_argument("--draws", type=int, default=200, help="random draws for the random expectation")
     ap.add_argument(
         "--policy",
@@ -434,6 +463,11 @@ def evaluate(
         p: {b: [] for b in budgets} for p in policies
     }
     days = 1 if args.smoke else (args.days or _default_days(name, args.world))
+    if args.world == "sim":
+        from pipeline.apps.sim.scenario import load_scenario
+
+        for msg in load_scenario(name).beyond(days):
+            print(f"warning: {msg}", file=sys.stderr)
     main_budget, world_seed = TARGET, args.seed
     for k in range(args.seeds):
         seed = None if world_seed is None and k == 0 else (world_seed or 0) + k
@@ -551,6 +585,9 @@ def _print(name: str, r: dict[str, Any], out: Callable[[str], None]) -> None:
             line += f"  new typology day after {row['new_typology_day_after']['mean']:.2f}"
         out(line)
     for k, v in r["hybrid"]["ratios"].items():
+        if not v.get("n"):  # the peer found nothing in any seed: no ratio
+            out(f"  {k:28s} n/a (the peer found no fraud in any seed)")
+            continue
         out(f"  {k:28s} {v['mean']:.2f}x [{v['lo']:.2f}, {v['hi']:.2f}]")
     for s in sorted(n for n in names if "+" in n):
         for k, v in r[s].get("ratios", {}).items():
@@ -569,6 +606,15 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     if args.smoke:
         budgets = [TARGET]
     summary: dict[str, Any] = {}
+    if args.world == "sim":  # a scenario file's mistakes as one line naming file:line, before any work
+        from pipeline.apps.sim.scenario import ScenarioError, load_scenario
+
+        try:
+            for name in _scenarios(args.scenario, args.world):
+                load_scenario(name)
+        except ScenarioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     bar = tqdm(total=0, desc="quality", unit="decision", file=sys.stderr, mininterval=1.0)
     for name in _scenarios(args.scenario, args.world):
         for policy, r in evaluate(args, name, budgets, bar, out).items():

@@ -44,8 +44,9 @@ class World:
     budget: float = TARGET
 
 
-def mean_ci(xs: Sequence[float]) -> dict[str, float]:
-    """Mean and 95% interval (Student t) of per-seed figures; one figure gives a zero-width interval."""
+def mean_ci(xs: Sequence[float], floor: float | None = None, ceil: float | None = None) -> dict[str, float]:
+    """Mean and 95% interval (Student t) of per-seed figures; one figure gives a zero-width interval. The
+    interval is clipped to [``floor``, ``ceil``] when given (a share cannot be below 0 or above 1)."""
     xs = [float(x) for x in xs]
     if not xs:
         return {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 0}
@@ -54,4 +55,9 @@ def mean_ci(xs: Sequence[float]) -> dict[str, float]:
         return {"mean": round(m, 4), "lo": round(m, 4), "hi": round(m, 4), "n": 1}
     t = _T975[len(xs) - 2] if len(xs) - 1 <= len(_T975) else 1.96
     half = t * statistics.stdev(xs) / math.sqrt(len(xs))
-    return {"mean": round(m, 4), "lo": round(m - half, 4), "hi": round(m + half, 4), "n": len(xs)}
+    lo, hi = m - half, m + half
+    if floor is not None:
+        lo = max(lo, floor)
+    if ceil is not None:
+        hi = min(hi, ceil)
+    return {"mean": round(m, 4), "lo": round(lo, 4), "hi": round(hi, 4), "n": len(xs)}

@@ -132,6 +132,7 @@ NUMBERS = (
     "explore_share_of_inspections",
 )
 PEERS = ("random", "rules", "rules_random", "batch_rules", "batch")
+SIGNED = ("max_site_day_deviation_points",)  # every other figure is a share in [0, 1]
 
 
 def aggregate(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -142,7 +143,7 @@ def aggregate(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
         for key in NUMBERS:
             xs = [r[name][key] for r in runs if r[name].get(key) is not None]
             if xs:
-                agg[key] = mean_ci(xs)
+                agg[key] = mean_ci(xs) if key in SIGNED else mean_ci(xs, 0.0, 1.0)
         if "max_site_day_deviation_points" in agg:
             worst = max((r[name]["max_site_day_deviation_points"] for r in runs), key=abs)
             agg["max_site_day_deviation_points"]["worst"] = worst
@@ -151,12 +152,12 @@ def aggregate(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
     for peer in PEERS:
         if peer in runs[0] and "hybrid" in runs[0]:
             xs = [r["hybrid"]["precision"] / r[peer]["precision"] for r in runs if r[peer]["precision"] > 0]
-            ratios[f"hybrid_over_{peer}"] = mean_ci(xs)
+            ratios[f"hybrid_over_{peer}"] = mean_ci(xs, 0.0)
     for peer in ("rules", "rules_random"):  # the targeted inspections alone: the random share set aside
         if peer in runs[0] and "hybrid" in runs[0]:
             key = "precision_targeted"
             xs = [r["hybrid"][key] / r[peer][key] for r in runs if r[peer].get(key)]
-            ratios[f"hybrid_over_{peer}_targeted"] = mean_ci(xs)
+            ratios[f"hybrid_over_{peer}_targeted"] = mean_ci(xs, 0.0)
     out["hybrid"]["ratios"] = ratios
     for name in runs[0]:  # a learner beside the production model (quality --learners): paired per seed
         base, plus, _ = name.partition("+")

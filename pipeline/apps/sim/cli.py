@@ -23,7 +23,7 @@ import orjson
 from tqdm import tqdm
 
 from pipeline.apps.sim.scenario import ScenarioError, load_scenario
-from pipeline.apps.sim.world import HOUR_MS, Simulator
+from pipeline.apps.sim.world import DAY_MS, HOUR_MS, Simulator
 from pipeline.contracts.settings import Settings
 
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         print("error: give --out FILE to record, or --to-kafka to play live", file=sys.stderr)
         return 2
+    for msg in sc.beyond(args.duration / DAY_MS):
+        print(f"warning: {msg}", file=sys.stderr)
     summary = record(sc, args.seed, args.duration, args.out)
     print(orjson.dumps(summary).decode())
     return 0
@@ -113,7 +115,7 @@ def record(sc: Any, seed: int | None, duration_ms: int, out: Path) -> dict[str, 
         "bad_injected": sim.bad_injected,
         "declarations": n_decl,
         "typologies": dict(sorted(typ.items())),
-        "fraud_share": round(1 - typ.get("none", 0) / max(1, n_decl), 4),
+        "fraud_share": round((n_decl - typ.get("none", 0)) / n_decl, 4) if n_decl else 0.0,
         "out": str(out),
         "truth": str(truth_path),
         "seconds": round(time.monotonic() - t0, 2),

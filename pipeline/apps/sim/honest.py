@@ -118,14 +118,14 @@ class HonestWorld:
     watched: set[str]
     watch_true: set[str]
     leads: LeadBook | None
-    _q_watch: float
+    _lead_share: float
     _offenders: list[Enterprise]
     _aeo: list[Enterprise]
 
     # ------------------------------------------------------------------------------------ honest world
     def _honest_enterprises(self) -> None:
         rng, sc = self.rng, self.sc
-        mults = cluster_multipliers(rng, sc.cluster_sigma or 0.6)
+        mults = cluster_multipliers(rng, sc.cluster_sigma)  # 0: no spread between clusters
         for e in self.enterprises:
             e.cluster = rng.randrange(CLUSTERS)
             e.propensity *= mults[e.cluster]
@@ -163,10 +163,10 @@ class HonestWorld:
         self.watched.add(ident)
         if true:
             self.watch_true.add(ident)
-        self._q_watch = self._watch_offend_probability()
+        self._lead_share = self._watch_share()
 
-    def _watch_offend_probability(self) -> float:
-        """P(offend) for a trip touching a true lead, so that ``watchlisted`` meets its prevalence."""
+    def _watch_share(self) -> float:
+        """The share of trips that touch a true lead's target (P(offend) = prevalence / share)."""
         book = self.leads
         assert book is not None
         share = 0.0
@@ -176,15 +176,19 @@ class HonestWorld:
                 share += 1 / n_ent
             elif lead.true and lead.kind == "conveyance":
                 share += 1 / n_trucks
-        target = self.sc.prevalence.get("watchlisted", 0.0)
-        return min(0.9, target / share) if share > 0 else 0.0
+        return share
 
-    def _offends_on_lead(self, ent: Enterprise, truck: Truck, ts_ms: int) -> bool:
-        if self.leads is None:
+    def _offends_on_lead(
+        self, ent: Enterprise, truck: Truck, ts_ms: int, prevalence: dict[str, float]
+    ) -> bool:
+        """``prevalence`` is the one in force (a phase may bring ``watchlisted`` in or take it out)."""
+        target = prevalence.get("watchlisted", 0.0)
+        if self.leads is None:  # the legacy world: a true lead's target offends on a quarter of its trips
             touched = ent.id in self.watch_true or truck.plate in self.watch_true
-            return touched and self.rng.random() < 0.25
+            return touched and target > 0 and self.rng.random() < 0.25
         active = self.leads.active(ent.id, ts_ms) or self.leads.active(truck.plate, ts_ms)
-        return active and self.rng.random() < self._q_watch
+        q = min(0.9, target / self._lead_share) if self._lead_share > 0 else 0.0
+        return active and self.rng.random() < q
 
     def _honest_mult(self, port: str, month: int) -> float:
         sc = self.sc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class Phase:
     at_day: float
     prevalence: dict[str, float]
     note: str = ""
+    where: str = field(default="", compare=False)  # "file:line" of the phase, for messages
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Surge:
     from_day: float
     to_day: float
     factor: float
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class Scenario:
     )
     port_fraud: dict[str, float] = field(default_factory=dict)  # port -> multiplier on every prevalence
     season_amplitude: float = 0.0  # honest world: fraud x (1 + a*cos(2 pi (month-1)/12)), peak in January
-    cluster_sigma: float = 0.0  # honest world: lognormal spread of fraud between enterprise clusters
+    # honest world: lognormal spread of fraud between enterprise clusters (0: none)
+    cluster_sigma: float = 0.6
     lead_sources: dict[str, float] = field(default_factory=dict)  # source -> reliability (honest world)
     lead_drift_per_day: float = 0.0  # honest world: sd of each source's daily reliability random walk
     leads_at_good_credit: float = 0.0  # share of leads aimed at AEO-advanced enterprises
@@ -126,6 +130,21 @@ class Scenario:
     def lead_reliability(self) -> dict[str, float]:
         return {**LEAD_SOURCES, **self.lead_sources}
 
+    def beyond(self, days: float) -> list[str]:
+        """``file:line: ...`` for every phase and surge that a run of ``days`` never reaches."""
+        run = f"is beyond the run ({days:g} days): it never applies"
+        out = [
+            f"{ph.where or self.name}: phase at_day {ph.at_day:g} {run}"
+            for ph in self.phases
+            if ph.at_day >= days
+        ]
+        out += [
+            f"{s.where or self.name}: surge from_day {s.from_day:g} {run}"
+            for s in self.surges
+            if s.from_day >= days
+        ]
+        return out
+
 
 def parse_start(text: str) -> int:
     """An ISO-8601 instant (``2026-06-01T00:00:00Z``; a date alone is midnight UTC) in epoch ms."""
@@ -136,6 +155,31 @@ def parse_start(text: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------- loading
+class _Loader(yaml.SafeLoader):
+    """Safe YAML where a duplicate key is an error (not silently the last one) and a date stays text (an
+    impossible date like 2026-02-30 is then a scenario error, not a crash in the YAML constructor)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=True)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {seen[key]})", k.start_mark
+                    )
+                seen[key] = k.start_mark.line + 1
+            except TypeError:
+                continue  # an unhashable key: the constructor reports it
+        return super().construct_mapping(node, deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 class _Lines:
     """Line numbers of every key of the YAML document, by path (("phases", 0, "at_day") -> 12)."""
 
@@ -170,7 +214,7 @@ class _Lines:
 
 
 def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _require(d: Any, key: str, types: tuple[type, ...], ln: _Lines, *at: Any) -> Any:
@@ -179,9 +223,9 @@ def _require(d: Any, key: str, types: tuple[type, ...], ln: _Lines, *at: Any) ->
     if key not in d:
         raise ln.error(f"missing '{key}'", *at)
     v = d[key]
-    if not isinstance(v, types) or isinstance(v, bool):
+    if not isinstance(v, types) or isinstance(v, bool) or (isinstance(v, float) and not math.isfinite(v)):
         raise ln.error(
-            f"'{key}' must be {'/'.join(t.__name__ for t in types)}, got {v!r}",
+            f"'{key}' must be a finite {'/'.join(t.__name__ for t in types)}, got {v!r}",
             *at,
             key,
         )
@@ -256,6 +300,18 @@ _INTS = (
     "trucks",
 )
 _INTS2 = ("self_drive_vehicles", "watchlist_size", "bad_events")
+# bounds of the integers (default: >= 0, no upper bound): a world needs enterprises, declarants and trucks,
+# and a typo (2400000 trips a day) must be an error, not a run that never ends
+_INT_BOUNDS: dict[str, tuple[int, int | None]] = {
+    "trips_per_day": (0, 100_000),
+    "self_drive_per_day": (0, 100_000),
+    "enterprises": (1, 1_000_000),
+    "declarants": (1, 100_000),
+    "trucks": (1, 1_000_000),
+    "self_drive_vehicles": (0, 1_000_000),
+    "watchlist_size": (0, 100_000),
+    "bad_events": (0, 1_000_000),
+}
 _FLOATS: dict[str, tuple[float, float]] = {
     "split_threshold_cny": (1.0, 1e9),
     "false_lead_share": (0.0, 1.0),
@@ -275,7 +331,17 @@ def _scalars(raw: dict[str, Any], ln: _Lines) -> dict[str, Any]:
             v = raw[key]
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ln.error(f"{key} must be a non-negative integer, got {v!r}", key)
+            least, most = _INT_BOUNDS.get(key, (0, None))
+            if v < least or (most is not None and v > most):
+                top = most if most is not None else "inf"
+                raise ln.error(f"{key} must be an integer in [{least}, {top}], got {v}", key)
             kw[key] = v
+    if (
+        kw.get("self_drive_per_day", Scenario.self_drive_per_day) > 0
+        and kw.get("self_drive_vehicles", Scenario.self_drive_vehicles) < 1
+    ):
+        at = "self_drive_vehicles" if "self_drive_vehicles" in raw else "self_drive_per_day"
+        raise ln.error("self-drive crossings need self_drive_vehicles >= 1 (or self_drive_per_day: 0)", at)
     for key, (lo, hi) in _FLOATS.items():
         if key in raw:
             v = raw[key]
@@ -316,6 +382,9 @@ def _mappings(raw: dict[str, Any], ln: _Lines) -> dict[str, Any]:
 
 
 def _phases_and_surges(raw: dict[str, Any], ln: _Lines) -> dict[str, Any]:
+    for key in ("phases", "surges"):
+        if not isinstance(raw.get(key) or [], list):
+            raise ln.error(f"{key} must be a list (each item starting with '- ')", key)
     phases = []
     for i, ph in enumerate(raw.get("phases", []) or []):
         at = ("phases", i)
@@ -323,11 +392,14 @@ def _phases_and_surges(raw: dict[str, Any], ln: _Lines) -> dict[str, Any]:
         if unknown:
             raise ln.error(f"unknown keys {sorted(unknown)} in a phase", *at, sorted(unknown)[0])
         day = float(_require(ph, "at_day", (int, float), ln, *at))
+        if day < 0:
+            raise ln.error(f"a phase's at_day must be >= 0, got {day:g}", *at, "at_day")
         phases.append(
             Phase(
                 day,
                 _prevalence(ph.get("prevalence", {}), ln, *at, "prevalence"),
                 str(ph.get("note", "")),
+                ln.where(*at, "at_day"),
             )
         )
     surges = []
@@ -340,9 +412,15 @@ def _phases_and_surges(raw: dict[str, Any], ln: _Lines) -> dict[str, Any]:
         lo = float(_require(s, "from_day", (int, float), ln, *at))
         hi = float(_require(s, "to_day", (int, float), ln, *at))
         factor = float(_require(s, "factor", (int, float), ln, *at))
-        if hi < lo or factor < 0:
-            raise ln.error("a surge needs from_day <= to_day and factor >= 0", *at)
-        surges.append(Surge(port, lo, hi, factor))
+        if lo < 0 or hi < lo or not 0 <= factor <= 100:
+            raise ln.error("a surge needs 0 <= from_day <= to_day and 0 <= factor <= 100", *at)
+        if port not in sites.CROSSINGS:
+            raise ln.error(
+                f"port {port} has no truck traffic to surge; ports with trucks: {', '.join(sites.CROSSINGS)}",
+                *at,
+                "port",
+            )
+        surges.append(Surge(port, lo, hi, factor, ln.where(*at)))
     return {
         "phases": tuple(sorted(phases, key=lambda x: x.at_day)),
         "surges": tuple(surges),
@@ -359,16 +437,20 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         raise ScenarioError(f"no scenario {name_or_path!r}: give a YAML file or one of: {shipped}")
     text = p.read_text()
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass (dates stay text, no duplicate keys)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        raise ScenarioError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{p}: not valid YAML: {exc}") from None
     ln = _Lines(p, text)
     if not isinstance(raw, dict):
         raise ln.error("a scenario is a mapping")
     known = set(Scenario.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(set(raw) - known, key=str)
     if unknown:
-        raise ln.error(f"unknown keys {unknown}; allowed: {sorted(known)}", unknown[0])
+        raise ln.error(f"unknown keys {unknown}; allowed: {sorted(known)}", str(unknown[0]))
     kw = {
         "name": str(raw.get("name", p.stem)),
         **_scalars(raw, ln),

@@ -105,7 +105,7 @@ class Simulator(hw.HonestWorld, SelfDriveTraffic):
         self.honest = scenario.world == "honest"
         self.leads: hw.LeadBook | None = None
         self.hoppers: list[str] = []
-        self._q_watch = 0.25  # P(a true lead's target offends on a trip); honest world: from prevalence
+        self._lead_share = 0.0  # honest world: share of trips touching a true lead's target
         self.truth: dict[str, dict[str, Any]] = {}
         self.intel: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
@@ -273,7 +273,7 @@ class Simulator(hw.HonestWorld, SelfDriveTraffic):
         com: Commodity,
         ts_ms: int = 0,
     ) -> str:
-        if self._offends_on_lead(ent, truck, ts_ms):
+        if self._offends_on_lead(ent, truck, ts_ms, prevalence):
             return "watchlisted"
         mult = ent.propensity * truck.propensity
         r = self.rng.random()
@@ -485,6 +485,10 @@ class Simulator(hw.HonestWorld, SelfDriveTraffic):
     def _free_truck(self, port: str, gate_in: int) -> Truck:
         """A truck of that port not on another trip (a round trip takes about half a day)."""
         fleet = self.trucks_by_port[port]
+        if not fleet:  # a small fleet left this port without a truck of its own: one is hired
+            truck = Truck(f"MN-H{len(self.trucks):05d}-{port[:2]}", port, 1.0)
+            self.trucks.append(truck)
+            fleet.append(truck)
         truck = self.rng.choice(fleet)
         for _ in range(20):
             if self._busy.get(truck.plate, 0) <= gate_in - 4 * HOUR_MS:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pipeline.apps.sim.oracle import InspectionOracle
-from pipeline.apps.sim.scenario import SCENARIO_DIR, ScenarioError, load_scenario, parse_start
+from pipeline.apps.sim.scenario import SCENARIO_DIR, Phase, ScenarioError, load_scenario, parse_start
 from pipeline.apps.sim.world import DAY_MS, HOUR_MS, Simulator
 
 OLD_FORMAT = """name: old
@@ -52,6 +52,17 @@ def test_shipped_and_first_format_files_load(tmp_path: Path) -> None:
         ("name: x\nstart: yesterday\n", 2, "ISO-8601"),
         ("name: x\nworld: fantasy\n", 2, "world must be one of"),
         ("name: x\nbudget_share: 2\n", 2, "budget_share"),
+        ("name: x\nstart: 2026-02-30\n", 2, "ISO-8601"),  # an impossible unquoted date
+        ("name: x\nseed: 1\nseed: 2\n", 3, "duplicate key 'seed'"),
+        ("name: x\nphases:\n  - at_day: .inf\n", 3, "finite"),
+        ("name: x\nphases:\n  - at_day: -1\n", 3, "at_day must be >= 0"),
+        ("name: x\nsurges:\n  - {port: EHT, from_day: .nan, to_day: 1, factor: 2}\n", 3, "finite"),
+        ("name: x\ntrucks: 0\n", 2, "trucks must be an integer in [1,"),
+        ("name: x\ntrips_per_day: 2400000\n", 2, "trips_per_day must be an integer in"),
+        ("name: x\nself_drive_vehicles: 0\n", 2, "self_drive_vehicles >= 1"),
+        ("name: x\n1: a\nfoo: b\n", 2, "unknown keys"),
+        ("name: x\nphases:\n  at_day: 2\n", 2, "phases must be a list"),
+        ("name: x\n  bad: 1\n", 2, "not valid YAML"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, words: str) -> None:
@@ -157,3 +168,42 @@ def test_every_heading_carries_honest_goods_in_the_honest_world() -> None:
     from pipeline.apps.sim.catalogue import COMMODITIES
 
     assert all(headings[c.hs_code] > 0 for c in COMMODITIES), headings
+
+
+def test_a_small_fleet_hires_trucks_and_sigma_zero_means_no_cluster_spread() -> None:
+    sim = honest(trucks=3, cluster_sigma=0.0)  # at least two ports have no truck of their own
+    events = list(sim.events(12 * HOUR_MS))
+    assert sum(t == "declarations" for t, _, _ in events) > 50
+    assert any(tr.plate.startswith("MN-H") for tr in sim.trucks)
+    assert sim.sc.cluster_sigma == 0.0
+
+
+def test_a_phase_brings_watchlisted_in_and_the_legacy_world_honours_zero() -> None:
+    sc = dataclasses.replace(
+        load_scenario("baseline"),
+        trips_per_day=1200,
+        watchlist_size=80,
+        prevalence={"undervaluation": 0.01},
+        phases=(Phase(1.0, {"watchlisted": 0.01}),),
+    )
+    sim = Simulator(sc)
+    list(sim.events(2 * DAY_MS))
+    days = Counter(
+        int((t["ts_ms"] - sim.start_ms) // DAY_MS)
+        for t in sim.truth_records()
+        if t["typology"] == "watchlisted"
+    )
+    assert days[0] == 0 and days[1] > 0, days
+    legacy = Simulator(dataclasses.replace(sc, world="legacy", phases=()))
+    list(legacy.events(DAY_MS))
+    assert not any(t["typology"] == "watchlisted" for t in legacy.truth_records())
+
+
+def test_phases_and_surges_beyond_the_run_are_named(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "name: x\nphases:\n  - at_day: 5\nsurges:\n  - {port: EHT, from_day: 3, to_day: 4, factor: 2}\n",
+    )
+    msgs = load_scenario(p).beyond(2.0)
+    assert [m.split(": ")[0] for m in msgs] == [f"{p}:3", f"{p}:5"], msgs
+    assert load_scenario(p).beyond(6.0) == []
