@@ -186,6 +186,12 @@ def _backtest(
     reasons: Counter[str] = Counter()
     evs = tqdm(read_events(events, bad, reasons), desc="replay", unit=" ev", file=sys.stderr, mininterval=1)
     facts = list(replay_facts(evs, watch))  # one replay, both packs on the same facts
+    if not facts:
+        why = f" ({len(bad)} line(s) skipped: {dict(reasons.most_common())})" if bad else ""
+        raise SystemExit(
+            f"error: {events}: no declaration to decide{why}; a recording is one "
+            '{"topic": ..., "event": ...} a line, as `bukong simulate --out` writes'
+        )
     res_c, n = evaluate(cand, tqdm(facts, desc="candidate", unit=" decl", file=sys.stderr), truth)
     res_b, _ = evaluate(base, tqdm(facts, desc="baseline", unit=" decl", file=sys.stderr), truth)
     if bad:

@@ -174,3 +174,8 @@ def test_backtest_says_what_is_wrong_with_its_input_files(
     assert f"{bad_truth}:3: ground truth: not a JSON object" in capsys.readouterr().err
     assert backtest(pack, pack, tmp_path / "none.jsonl", None, tmp_path / "out") == 1
     assert "no such recording" in capsys.readouterr().err
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(b'{"topic": "declarations", "event": {"decl_id": "X"}}\nnot json\n')
+    assert backtest(pack, pack, junk, None, tmp_path / "out") == 1  # nothing decided is not a result
+    err = capsys.readouterr().err
+    assert "no declaration to decide (2 line(s) skipped" in err and "missing_field" in err
