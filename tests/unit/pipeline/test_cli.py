@@ -205,3 +205,23 @@ def test_tail_errors_say_what_to_do(embedded: Servers, capsys: pytest.CaptureFix
 
     assert main(["tail", c.DEAD_LETTER, "--broker", embedded.kafka, "--partition", "7"]) == 2
     assert "there is no 7" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`bukong rules list BIG | head -1`: the pipe closes under the command, which stops without a
+    traceback (exit 141, as a shell reports a command a pipe stopped)."""
+    from rules.hostile import pack, rule
+
+    big = tmp_path / "big.yaml"
+    big.write_text(pack(*(rule("weigh_present", f"r{i}") for i in range(900))))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "rules", "list", str(big)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"| id |")
+    proc.stdout.close()  # the reader goes away with most of the table unread
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err
