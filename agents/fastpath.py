@@ -54,8 +54,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await self.perform_seek()
                     continue
                 batch: dict[Any, list[Any]] = {}
+                paused = self._paused_partitions
                 for tp, recs in records.items():
-                    if active is not None and tp not in active:
+                    # ``active`` is the consumer's live set: a partition paused since this fetch (the input
+                    # clock's pacing, agents/inputclock.py) has left it, yet its records were taken from the
+                    # fetcher and its position is past them, so they are processed: dropped, they were lost.
+                    # Only a partition no longer assigned (revoked: not paused either) loses its records.
+                    if active is not None and tp not in active and tp not in paused:
                         continue
                     if tp.topic in hot:
                         batch[tp] = recs

@@ -81,6 +81,12 @@ def ingest(
             key_partition[key.decode("utf-8", "replace")] = partition
         if isinstance(ev, ContractError):
             dead.append(rt._dead(rec, ev, now_ms))
+            # a refused record has no event time, but its partition was read past it: its producer's
+            # timestamp, capped at the latest event time read, moves the partition's input clock, so a
+            # partition carrying only malformed records does not hold every declaration back
+            stamp = min(rec.timestamp_ms or 0, rt.watermark_ms)
+            if stamp > read:
+                read = stamp
             continue
         ts = ev["ts_ms"]
         if ts > rt.watermark_ms:
