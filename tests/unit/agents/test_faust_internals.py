@@ -190,3 +190,14 @@ def test_a_partition_paused_after_its_fetch_keeps_the_fetched_records() -> None:
         asyncio.run(BatchConsumer._drain_messages(fake, fetcher))  # type: ignore[arg-type]
     assert got and set(got[0]) == {kept, paused_tp}
     assert fake._read_offset[paused_tp] == 7  # read, so the offset committed after the batch covers it
+
+
+def test_faust_keeps_the_pauses_of_partitions_still_assigned_after_a_rebalance() -> None:
+    """agents/app.py keeps the input clock's paused partitions that stay assigned after a rebalance, because
+    Faust keeps them paused (active = assigned minus paused): were Faust to drop them, the clock would have
+    to drop them too, or it would resume partitions Faust reads anyway; were the clock to drop them while
+    Faust keeps them, they would never be read again."""
+    assigned_src = inspect.getsource(faust_consumer.Consumer.on_partitions_assigned)
+    assert "self._paused_partitions.intersection_update(assigned)" in assigned_src
+    active_src = inspect.getsource(faust_consumer.Consumer._set_active_tps)
+    assert "difference_update(self._paused_partitions)" in active_src
