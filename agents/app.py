@@ -396,10 +396,7 @@ def _install_rebalance(w: _Worker) -> None:
         if rt.input_clock is not None:  # revoked partitions no longer hold the input clock
             now = {f"{tp.topic}:{tp.partition}" for tp in assigned}
             rt.input_clock.forget([tp for tp in rt.input_clock.read if tp not in now])
-            # Faust keeps the pauses of the partitions still assigned (and drops the revoked ones, as
-            # ``forget`` did): so does the clock, which resumes them when it comes near. Cleared here, they
-            # stayed paused in Faust with nothing left to resume them: a partition never read again.
-            rt.input_clock.paused.intersection_update(now)
+            rt.input_clock.paused.intersection_update(now)  # as Faust keeps them, or none resumes them
         if restored:
             log.info("restored %d state keys for partitions %s", restored, sorted(mine - owned))
         parts = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)

@@ -44,7 +44,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmarks.quality_common import DAY_MS, NEW_TYPOLOGY, TARGET, Item, World, mean_ci
+from benchmarks.quality_common import (
+    DAY_MS,
+    NEW_TYPOLOGY,
+    TARGET,
+    Item,
+    World,
+    budget_list,
+    check_scenarios,
+    mean_ci,
+    positive_int,
+    warn_beyond,
+)
 from benchmarks.quality_learners import BlendedModel, parse_learners
 from pipeline.core.decision.budget import BudgetConfig
 from pipeline.core.decision.encode import encode
@@ -384,44 +395,19 @@ def _policy(name: str) -> PolicyConfig:
     return graded_policy(rank_by_value=False)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1")
-    return n
-
-
-def _budget_list(text: str) -> str:
-    """Comma-separated shares in (0, 1] (0.05, not 5%); checked here, parsed in main."""
-    for x in text.split(","):
-        try:
-            ok = 0 < float(x) <= 1
-        except ValueError:
-            ok = False
-        if not ok:
-            raise argparse.ArgumentTypeError(f"{x.strip()!r}: budgets are shares in (0, 1], e.g. 0.01,0.05")
-    return text
-
-
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--scenario", default="baseline", help="baseline | drift | border-surge | FILE | all")
     ap.add_argument("--world", choices=("sim", "synthetic"), default="sim")
     ap.add_argument(
-        "--days", type=_positive_int, default=None, help="default 3, or through the day after a new typology"
+        "--days", type=positive_int, default=None, help="default 3, or through the day after a new typology"
     )
     ap.add_argument(
-        "--seeds", type=_positive_int, default=5, help="worlds: the scenario's seed and the next ones"
+        "--seeds", type=positive_int, default=5, help="worlds: the scenario's seed and the next ones"
     )
     ap.add_argument("--seed", type=int, default=None, help="first seed (default: the scenario's)")
     ap.add_argument(
-        "--budgets",
-        type=_budget_list,
-        default="0.01,0.02,0.05,0.10",
-        help="inspection budgets for the curves",
+        "--budgets", type=budget_list, default="0.01,0.02,0.05,0.10", help="budgets for the curves"
     )
     ap.add_argument("--draws", type=int, default=200, help="random draws for the random expectation")
     ap.add_argument(
@@ -464,10 +450,7 @@ def evaluate(
     }
     days = 1 if args.smoke else (args.days or _default_days(name, args.world))
     if args.world == "sim":
-        from pipeline.apps.sim.scenario import load_scenario
-
-        for msg in load_scenario(name).beyond(days):
-            print(f"warning: {msg}", file=sys.stderr)
+        warn_beyond(name, days)
     main_budget, world_seed = TARGET, args.seed
     for k in range(args.seeds):
         seed = None if world_seed is None and k == 0 else (world_seed or 0) + k
@@ -562,43 +545,9 @@ def _default_days(name: str, world: str) -> int:
     return max(3, int(max((ph.at_day for ph in phases), default=0)) + 2)
 
 
-def _print(name: str, r: dict[str, Any], out: Callable[[str], None]) -> None:
-    out(
-        f"scenario {name}, policy {r.get('policy', 'graded')}: budget {r['budget']:.0%}, "
-        f"{r['seeds']} seeds x {r['days']} days (mean [95% interval])"
-    )
-    names = [s for s in r if isinstance(r[s], dict) and "precision" in r[s]]
-    for s in ("random", *STRATEGIES, *sorted(n for n in names if "+" in n)):
-        row = r[s]
-        p, v = row["precision"], row["value_recall"]
-        line = f"  {s:14s} precision {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
-        line += f"  value recall {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
-        if "precision_targeted" in row:
-            line += f"  targeted {row['precision_targeted']['mean']:.3f}"
-            line += f" random {row['precision_random']['mean']:.3f}" if "precision_random" in row else ""
-            if "precision_explore" in row:
-                line += f" explore {row['precision_explore']['mean']:.3f}"
-                line += f" ({row['explore_share_of_inspections']['mean']:.1%} of inspections)"
-        if "max_site_day_deviation_points" in row:
-            line += f"  worst site-day {row['max_site_day_deviation_points']['worst']:+.1f} pt"
-        if "new_typology_day_after" in row:
-            line += f"  new typology day after {row['new_typology_day_after']['mean']:.2f}"
-        out(line)
-    for k, v in r["hybrid"]["ratios"].items():
-        if not v.get("n"):  # the peer found nothing in any seed: no ratio
-            out(f"  {k:28s} n/a (the peer found no fraud in any seed)")
-            continue
-        out(f"  {k:28s} {v['mean']:.2f}x [{v['lo']:.2f}, {v['hi']:.2f}]")
-    for s in sorted(n for n in names if "+" in n):
-        for k, v in r[s].get("ratios", {}).items():
-            out(f"  {s} {k:28s} {v['mean']:.3f}x [{v['lo']:.3f}, {v['hi']:.3f}] (paired per seed)")
-    for k, paired in r.items():
-        if k.startswith("hybrid_vs_"):
-            for key, v in paired.items():
-                out(f"  {k} {key:14s} {v['mean']:.3f}x [{v['lo']:.3f}, {v['hi']:.3f}] (paired per seed)")
-
-
 def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> dict[str, Any]:
+    from benchmarks import quality_report as rep
+
     args = _parse(argv)
     if args.smoke:
         args.seeds, args.draws = min(args.seeds, 2), min(args.draws, 200)
@@ -607,14 +556,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         budgets = [TARGET]
     summary: dict[str, Any] = {}
     if args.world == "sim":  # a scenario file's mistakes as one line naming file:line, before any work
-        from pipeline.apps.sim.scenario import ScenarioError, load_scenario
-
-        try:
-            for name in _scenarios(args.scenario, args.world):
-                load_scenario(name)
-        except ScenarioError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+        check_scenarios(_scenarios(args.scenario, args.world))
     bar = tqdm(total=0, desc="quality", unit="decision", file=sys.stderr, mininterval=1.0)
     for name in _scenarios(args.scenario, args.world):
         for policy, r in evaluate(args, name, budgets, bar, out).items():
@@ -623,7 +565,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     bar.close()
     compare: dict[str, dict[str, Any]] = defaultdict(dict)  # several policies: one file per scenario
     for key, r in summary.items():
-        _print(key, r, out)
+        rep.print_report(key, r, out, STRATEGIES)
         stem = key.split(":")[0]
         compare[stem][r["policy"]] = r
         if not args.smoke and "," not in args.policy:

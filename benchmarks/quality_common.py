@@ -4,9 +4,11 @@ quality_world.py import it and not each other (no import cycle)."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,3 +63,47 @@ def mean_ci(xs: Sequence[float], floor: float | None = None, ceil: float | None 
     if ceil is not None:
         hi = min(hi, ceil)
     return {"mean": round(m, 4), "lo": round(lo, 4), "hi": round(hi, 4), "n": len(xs)}
+
+
+# ---------------------------------------------------------------------------------- command-line input
+def positive_int(text: str) -> int:
+    """A command-line count: a whole number >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1")
+    return n
+
+
+def budget_list(text: str) -> str:
+    """Comma-separated shares in (0, 1] (0.05, not 5%); checked here, parsed in main."""
+    for x in text.split(","):
+        try:
+            ok = 0 < float(x) <= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{x.strip()!r}: budgets are shares in (0, 1], e.g. 0.01,0.05")
+    return text
+
+
+def check_scenarios(names: Iterable[str]) -> None:
+    """Every scenario loads, or one line naming its file:line and exit 2, before any work."""
+    from pipeline.apps.sim.scenario import ScenarioError, load_scenario
+
+    try:
+        for name in names:
+            load_scenario(name)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def warn_beyond(name: str, days: float) -> None:
+    """A warning for each phase or surge of the scenario a run of ``days`` never reaches."""
+    from pipeline.apps.sim.scenario import load_scenario
+
+    for msg in load_scenario(name).beyond(days):
+        print(f"warning: {msg}", file=sys.stderr)

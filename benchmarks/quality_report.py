@@ -4,7 +4,7 @@ intervals, budget deviations, and the precision / value-recall curves against th
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +202,40 @@ def plot_curves(curves: dict[float, dict[str, dict[str, Any]]], path: Path, titl
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def print_report(name: str, r: dict[str, Any], out: Callable[[str], None], strategies: Sequence[str]) -> None:
+    """A scenario's results as the benchmark prints them: a line per strategy, then the ratios."""
+    out(
+        f"scenario {name}, policy {r.get('policy', 'graded')}: budget {r['budget']:.0%}, "
+        f"{r['seeds']} seeds x {r['days']} days (mean [95% interval])"
+    )
+    names = [s for s in r if isinstance(r[s], dict) and "precision" in r[s]]
+    for s in ("random", *strategies, *sorted(n for n in names if "+" in n)):
+        row = r[s]
+        p, v = row["precision"], row["value_recall"]
+        line = f"  {s:14s} precision {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
+        line += f"  value recall {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+        if "precision_targeted" in row:
+            line += f"  targeted {row['precision_targeted']['mean']:.3f}"
+            line += f" random {row['precision_random']['mean']:.3f}" if "precision_random" in row else ""
+            if "precision_explore" in row:
+                line += f" explore {row['precision_explore']['mean']:.3f}"
+                line += f" ({row['explore_share_of_inspections']['mean']:.1%} of inspections)"
+        if "max_site_day_deviation_points" in row:
+            line += f"  worst site-day {row['max_site_day_deviation_points']['worst']:+.1f} pt"
+        if "new_typology_day_after" in row:
+            line += f"  new typology day after {row['new_typology_day_after']['mean']:.2f}"
+        out(line)
+    for k, v in r["hybrid"]["ratios"].items():
+        if not v.get("n"):  # the peer found nothing in any seed: no ratio
+            out(f"  {k:28s} n/a (the peer found no fraud in any seed)")
+            continue
+        out(f"  {k:28s} {v['mean']:.2f}x [{v['lo']:.2f}, {v['hi']:.2f}]")
+    for s in sorted(n for n in names if "+" in n):
+        for k, v in r[s].get("ratios", {}).items():
+            out(f"  {s} {k:28s} {v['mean']:.3f}x [{v['lo']:.3f}, {v['hi']:.3f}] (paired per seed)")
+    for k, paired in r.items():
+        if k.startswith("hybrid_vs_"):
+            for key, v in paired.items():
+                out(f"  {k} {key:14s} {v['mean']:.3f}x [{v['lo']:.3f}, {v['hi']:.3f}] (paired per seed)")
