@@ -135,7 +135,7 @@ class _Compiled:
 # What a rule on the reference runtime (macros) may cost per declaration, measured when the pack compiles:
 # a comprehension inside a comprehension over long lists passes every text limit and the runtime's iteration
 # budget, yet takes tens of milliseconds a declaration, and a pack of them would stall every worker.
-PROBE_RULE_MS = 1.0  # one evaluation of one rule on the largest facts (CPU); a macro over `missing` ~0.02
+PROBE_RULE_MS = 1.0  # one evaluation of one rule on the largest facts (CPU); a macro over `missing` ~0.03
 PROBE_PACK_MS = 5.0  # all of a pack's reference-path rules on one declaration
 
 
@@ -173,7 +173,11 @@ def _cost_issues(pack: RulePack, rules: list[_Compiled]) -> list[PackIssue]:
     if not slow:
         return []
     facts = largest_facts()
-    costs = [(r, _cost_ms(r, facts)) for r in slow]
+    costs: list[tuple[_Compiled, float]] = []
+    for r in slow:  # probing stops once the pack is over ten times its limit: a hostile pack of a thousand
+        costs.append((r, _cost_ms(r, facts)))  # runaway rules is refused in a fraction of a second
+        if sum(ms for _, ms in costs) > 10 * PROBE_PACK_MS:
+            break
     where = pack.path or "<pack>"
     issues = [
         PackIssue(

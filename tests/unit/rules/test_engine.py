@@ -360,3 +360,20 @@ def test_random_expressions_answer_the_same_on_both_paths(seed: int) -> None:
             answered += 1
             assert got == want, (expr, facts)
     assert answered > 1000
+
+
+def test_a_pack_of_many_runaway_rules_is_refused_quickly() -> None:
+    """Probing stops once the pack is far over its limit: 300 runaway rules do not cost 300
+    probes (the worker compiles a published pack in its event loop)."""
+    forty = "[" + ",".join(map(str, range(40))) + "]"
+    rule = (
+        '  - {{id: r{i}, title: t, expression: "{forty}.map(a, {forty}.map(b, goods + goods)).size() > 0",'
+        " lane: document_check, severity: low, status: active, owner: o, version: 1, reason: r}}\n"
+    )
+    text = "name: p\nversion: 1\nrules:\n" + "".join(rule.format(i=i, forty=forty) for i in range(300))
+    parsed = parse_pack(text, "<p>")
+    with pytest.raises(PackError) as err:
+        CompiledPack.compile(parsed)
+    assert "r0: costs" in str(err.value)
+    # each probed rule is over its 1 ms: probing stopped past 50 ms in all, so at most ~50 were probed
+    assert 1 <= len(err.value.issues) <= 51
