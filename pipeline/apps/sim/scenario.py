@@ -291,18 +291,10 @@ def _delays(d: Any, ln: _Lines) -> dict[str, tuple[float, float]]:
     return out
 
 
-_INTS = (
-    "seed",
-    "trips_per_day",
-    "self_drive_per_day",
-    "enterprises",
-    "declarants",
-    "trucks",
-)
-_INTS2 = ("self_drive_vehicles", "watchlist_size", "bad_events")
-# bounds of the integers (default: >= 0, no upper bound): a world needs enterprises, declarants and trucks,
+# the integers and their bounds (None: no upper bound): a world needs enterprises, declarants and trucks,
 # and a typo (2400000 trips a day) must be an error, not a run that never ends
-_INT_BOUNDS: dict[str, tuple[int, int | None]] = {
+_INTS: dict[str, tuple[int, int | None]] = {
+    "seed": (0, None),
     "trips_per_day": (0, 100_000),
     "self_drive_per_day": (0, 100_000),
     "enterprises": (1, 1_000_000),
@@ -326,15 +318,12 @@ _FLOATS: dict[str, tuple[float, float]] = {
 
 def _scalars(raw: dict[str, Any], ln: _Lines) -> dict[str, Any]:
     kw: dict[str, Any] = {}
-    for key in _INTS + _INTS2:
+    for key, (least, most) in _INTS.items():
         if key in raw:
             v = raw[key]
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ln.error(f"{key} must be a non-negative integer, got {v!r}", key)
-            least, most = _INT_BOUNDS.get(key, (0, None))
-            if v < least or (most is not None and v > most):
-                top = most if most is not None else "inf"
-                raise ln.error(f"{key} must be an integer in [{least}, {top}], got {v}", key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < least or (most is not None and v > most):
+                top = "inf" if most is None else most
+                raise ln.error(f"{key} must be an integer in [{least}, {top}], got {v!r}", key)
             kw[key] = v
     if (
         kw.get("self_drive_per_day", Scenario.self_drive_per_day) > 0
